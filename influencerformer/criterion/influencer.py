@@ -1,0 +1,100 @@
+"""The matching-free criterion: Influencer mask loss + classification by ownership."""
+from __future__ import annotations
+
+from typing import Dict, List, Mapping, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from influencerformer.criterion.base import LayerPredictions, SetCriterionBase
+from influencerformer.losses.influencer import FORMULATIONS, mask_influencer_loss
+from influencerformer.point_sampling import instance_stratified_coords, point_sample
+
+
+def hard_owners(ownership: Tensor) -> Tensor:
+    """One-hot (K, Q) owners for the "original" formulation (classification targets only).
+
+    The owner of instance k is its highest-claim query. When one query is the best for
+    several instances it takes the class of the instance it claims most strongly; the other
+    instances then have no owner in the class loss (recruiting a second query would be a
+    matching step, which this formulation does not have).
+    """
+    num_inst, num_queries = ownership.shape
+    out = torch.zeros_like(ownership)
+    if num_inst == 0:
+        return out
+    best_value, owner = ownership.max(dim=1)  # (K,)
+    strongest = torch.full((num_queries,), -1.0, device=ownership.device)
+    strongest = strongest.scatter_reduce(0, owner, best_value, reduce="amax")
+    # Ties between instances for one query: keep the first.
+    winner = best_value >= strongest[owner]
+    first_winner = torch.full((num_queries,), num_inst, device=ownership.device, dtype=torch.long)
+    inst_idx = torch.arange(num_inst, device=ownership.device)
+    first_winner = first_winner.scatter_reduce(0, owner[winner], inst_idx[winner], reduce="amin")
+    keep = winner & (first_winner[owner] == inst_idx)
+    out[inst_idx[keep], owner[keep]] = 1.0
+    return out
+
+
+class InfluencerCriterion(SetCriterionBase):
+    """No matcher anywhere: returns ``loss_ce``, ``loss_influencer`` (and ``loss_score`` when
+    ``pred_scores`` are given), plus ``_i`` copies per aux layer.
+
+    Dense inputs: per image one set of ``num_points`` points shared by every query and GT mask
+    (:func:`instance_stratified_coords`: uniform, plus a share drawn inside each instance so
+    small ones are never missed), sampled once per call and reused by every decoder layer; GT
+    masks are binarised at the points. Point-form inputs are used as given.
+
+    Classification follows the ownership: with ``formulation="exclusive"`` the soft
+    (Sinkhorn) ownership of each query over the instances and the dustbin is its class target
+    distribution (dustbin mass -> "no object"); with ``"original"``, hard owners
+    (:func:`hard_owners`). Ownership is detached for these targets.
+    """
+
+    def __init__(self, num_classes: int, weight_dict: Mapping[str, float], eos_coef: float = 0.1,
+                 num_points: int = 12544, formulation: str = "exclusive", attr_weight: float = 1.0,
+                 rep_weight: float = 1.0, bg_weight: float = 1.0, excl_weight: float = 1.0,
+                 rep_margin: float = 1.0, temperature: Optional[float] = None, sinkhorn_iters: int = 10,
+                 instance_point_share: float = 0.25):
+        super().__init__(num_classes, weight_dict, eos_coef, num_points)
+        if formulation not in FORMULATIONS:
+            raise ValueError(f"formulation must be one of {FORMULATIONS}; got {formulation!r}")
+        if not 0 <= instance_point_share < 1:
+            raise ValueError(f"instance_point_share must be in [0, 1); got {instance_point_share}")
+        self.formulation = formulation
+        self.loss_kwargs = dict(formulation=formulation, attr_weight=attr_weight, rep_weight=rep_weight,
+                                bg_weight=bg_weight, excl_weight=excl_weight, rep_margin=rep_margin,
+                                temperature=temperature, sinkhorn_iters=sinkhorn_iters)
+        self.instance_point_share = instance_point_share
+        self.last_stats: Dict[str, Tensor] = {}
+
+    def _points(self, preds: LayerPredictions, targets, cache: dict) -> Tuple[List[Tensor], List[Tensor]]:
+        """Per image (Q, P) mask logits and (K, P) binary GT at shared points."""
+        if preds.point_form:
+            return list(preds.masks), [t["masks"] for t in targets]
+        if "coords" not in cache:
+            with torch.no_grad():
+                coords = [instance_stratified_coords(t["masks"], self.num_points, self.instance_point_share)
+                          for t in targets]
+                cache["coords"] = torch.stack(coords).to(preds.masks.device)
+                cache["point_targets"] = [
+                    (point_sample(t["masks"][None], c[None].to(t["masks"].device))[0] > 0.5).float()
+                    for t, c in zip(targets, coords)]
+        logits = point_sample(preds.masks, cache["coords"])  # (B, Q, P)
+        return list(logits.unbind(0)), cache["point_targets"]
+
+    def _layer_losses(self, preds: LayerPredictions, targets, num_masks: Tensor, cache: dict) -> Dict[str, Tensor]:
+        point_logits, point_targets = self._points(preds, targets, cache)
+        per_image = [mask_influencer_loss(lg, tgt, return_ownership=True, **self.loss_kwargs)
+                     for lg, tgt in zip(point_logits, point_targets)]
+        if self.formulation == "original":
+            assignments = [hard_owners(out["ownership"]) for out in per_image]
+        else:
+            assignments = [out["ownership"] for out in per_image]
+        if "assignments" not in cache:
+            cache["assignments"] = assignments
+            self.last_stats = {key: torch.stack([out[key] for out in per_image]).mean()
+                               for key in per_image[0] if key not in ("loss", "ownership", "dustbin_ownership")}
+        losses = {"loss_influencer": torch.stack([out["loss"] for out in per_image]).mean()}
+        losses.update(self.shared_terms(preds, targets, assignments, point_logits, point_targets))
+        return losses

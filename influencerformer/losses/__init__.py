@@ -1,0 +1,22 @@
+"""Losses as functions (like ``torch.nn.functional``) with thin ``nn.Module`` wrappers."""
+from influencerformer.losses.condensation import CondensationInfluencerLoss, condensation_influencer_loss
+from influencerformer.losses.influencer import (
+    FORMULATIONS,
+    MaskInfluencerLoss,
+    claim_scores,
+    mask_influencer_loss,
+    profile_repulsion,
+    sinkhorn_ownership,
+)
+from influencerformer.losses.mask import (
+    dice_loss,
+    pairwise_dice_cost,
+    pairwise_sigmoid_ce_cost,
+    sigmoid_ce_loss,
+)
+
+__all__ = [
+    "FORMULATIONS", "MaskInfluencerLoss", "claim_scores", "mask_influencer_loss", "profile_repulsion",
+    "sinkhorn_ownership", "CondensationInfluencerLoss", "condensation_influencer_loss", "dice_loss",
+    "pairwise_dice_cost", "pairwise_sigmoid_ce_cost", "sigmoid_ce_loss",
+]

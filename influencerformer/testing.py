@@ -1,0 +1,89 @@
+"""Synthetic query-mask configurations: the ideal assignment and its typical defects.
+
+Used by the property tests and ``tools/loss_table.py`` so both score exactly the same cases.
+Instances are disjoint blocks of ``points_per_instance`` points followed by as many background
+points per instance; logits are ``+magnitude`` ("yes") or ``-magnitude`` ("no").
+"""
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import torch
+from torch import Tensor
+
+DEFECTS = ("one_duplicate", "every_spare_duplicates", "all_claim_foreground", "merge_two_instances",
+           "split_instance", "background_leak", "covers_90_percent", "spills_onto_neighbour")
+
+
+def block_masks(num_inst: int, points_per_instance: int = 20) -> Tensor:
+    """(K, P) disjoint instance masks, P = 2 * K * points_per_instance (half background)."""
+    n = points_per_instance
+    num_points = max(2 * num_inst * n, n)
+    masks = torch.zeros(num_inst, num_points)
+    for k in range(num_inst):
+        masks[k, k * n:(k + 1) * n] = 1.0
+    return masks
+
+
+def query_configurations(num_inst: int, num_queries: int, magnitude: float = 8.0,
+                         points_per_instance: int = 20) -> Tuple[Tensor, Dict[str, Tensor]]:
+    """Returns GT masks (K, P) and ``{name: (Q, P) logits}`` for the ideal and each defect that
+    is possible for this K and Q (e.g. no duplicate when Q == K)."""
+    if not 1 <= num_inst <= num_queries:
+        raise ValueError(f"need 1 <= K <= Q; got K={num_inst}, Q={num_queries}")
+    masks = block_masks(num_inst, points_per_instance)
+    yes, no = magnitude, -magnitude
+    fg = masks.sum(0) > 0
+    bg_idx = (~fg).nonzero().squeeze(1)
+
+    def ideal() -> Tensor:
+        z = torch.full((num_queries, masks.shape[1]), no)
+        z[:num_inst] = torch.where(masks > 0, yes, no)
+        return z
+
+    configs = {"ideal": ideal()}
+    spare = num_queries > num_inst
+    if spare:
+        z = ideal(); z[num_inst] = z[0]
+        configs["one_duplicate"] = z
+        z = ideal()
+        for q in range(num_inst, num_queries):
+            z[q] = z[q % num_inst]
+        configs["every_spare_duplicates"] = z
+    if num_queries > 1:
+        configs["all_claim_foreground"] = torch.where(fg, yes, no).expand(num_queries, -1).clone()
+    if num_inst >= 2:
+        z = ideal(); z[0] = torch.where(masks[0] + masks[1] > 0, yes, no); z[1] = no
+        configs["merge_two_instances"] = z
+        z = ideal(); z[0, masks[1] > 0] = yes * 0 + torch.where(
+            torch.arange(int(masks[1].sum())) % 2 == 0, yes, no)
+        configs["spills_onto_neighbour"] = z
+    if spare:
+        z = ideal(); idx = (masks[0] > 0).nonzero().squeeze(1); half = idx[: idx.numel() // 2]
+        z[0, half] = no; z[num_inst, half] = yes
+        configs["split_instance"] = z
+    z = ideal(); z[0, bg_idx[: bg_idx.numel() // 2]] = yes
+    configs["background_leak"] = z
+    z = ideal(); idx = (masks[0] > 0).nonzero().squeeze(1)
+    z[0, idx[: max(1, idx.numel() // 10)]] = no
+    configs["covers_90_percent"] = z
+    return masks, configs
+
+
+def is_one_to_one(mask_logits: Tensor, target_masks: Tensor, min_iou: float = 0.95) -> bool:
+    """Exactly one claimant per instance (IoU > 0.5), its IoU > ``min_iou``, distinct claimants,
+    and every other query silent (no logit > 0)."""
+    pred = (mask_logits > 0).float()
+    tgt = (target_masks > 0.5).float()
+    inter = tgt @ pred.T
+    union = tgt.sum(1)[:, None] + pred.sum(1)[None] - inter
+    iou = inter / union.clamp(min=1)
+    claimants = iou > 0.5
+    if not bool((claimants.sum(1) == 1).all()):
+        return False
+    best, owner = iou.max(1)
+    if not bool((best > min_iou).all()) or owner.unique().numel() != owner.numel():
+        return False
+    others = torch.ones(mask_logits.shape[0], dtype=torch.bool)
+    others[owner] = False
+    return bool((pred[others].sum(1) == 0).all())

@@ -1,0 +1,188 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from influencerformer.criterion import HungarianCriterion, InfluencerCriterion, assignment_cross_entropy, hard_owners
+from influencerformer.losses import mask_influencer_loss
+from influencerformer.matching import HungarianMatcher
+
+C = 3
+H_WEIGHTS = {"loss_ce": 2.0, "loss_mask": 5.0, "loss_dice": 5.0, "loss_score": 0.5}
+I_WEIGHTS = {"loss_ce": 2.0, "loss_influencer": 5.0, "loss_score": 0.5}
+
+
+def make_criteria(**kw):
+    return {
+        "hungarian": HungarianCriterion(C, HungarianMatcher(num_points=200), H_WEIGHTS, num_points=200),
+        "exclusive": InfluencerCriterion(C, I_WEIGHTS, num_points=200, **kw),
+        "original": InfluencerCriterion(C, I_WEIGHTS, num_points=200, formulation="original"),
+    }
+
+
+def dense_batch(gen, batch=2, queries=8, aux=2, size=16):
+    def layer():
+        return {"pred_logits": torch.randn(batch, queries, C + 1, generator=gen).requires_grad_(True),
+                "pred_masks": torch.randn(batch, queries, size, size, generator=gen).requires_grad_(True)}
+    outputs = layer()
+    outputs["aux_outputs"] = [layer() for _ in range(aux)]
+    masks = torch.zeros(2, 64, 64, dtype=torch.bool)
+    masks[0, 5:30, 5:30] = True
+    masks[1, 30:60, 20:50] = True
+    targets = [{"labels": torch.tensor([0, 2]), "masks": masks},
+               {"labels": torch.zeros(0, dtype=torch.long), "masks": torch.zeros(0, 64, 64)}][:batch]
+    return outputs, targets
+
+
+def point_batch(gen, scores=True):
+    sizes = [(8, 50, 2), (11, 70, 1), (8, 30, 0)]
+    outputs = {"pred_logits": [torch.randn(q, C + 1, generator=gen).requires_grad_(True) for q, _, _ in sizes],
+               "pred_masks": [torch.randn(q, p, generator=gen).requires_grad_(True) for q, p, _ in sizes],
+               "pred_scores": [torch.rand(q, 1, generator=gen) for q, _, _ in sizes] if scores else None}
+    outputs["aux_outputs"] = [{k: ([t.detach().clone().requires_grad_(True) for t in v] if v is not None else None)
+                               for k, v in outputs.items()}]
+    targets = [{"labels": torch.randint(0, C, (k,), generator=gen), "masks": torch.rand(k, p, generator=gen) > 0.6}
+               for _, p, k in sizes]
+    return outputs, targets
+
+
+@pytest.mark.parametrize("name", ["hungarian", "exclusive", "original"])
+def test_dense_call_convention_deep_supervision_and_gradients(name):
+    gen = torch.Generator().manual_seed(0)
+    crit = make_criteria()[name]
+    outputs, targets = dense_batch(gen)
+    losses = crit(outputs, targets)
+    base = {"loss_ce", "loss_mask", "loss_dice"} if name == "hungarian" else {"loss_ce", "loss_influencer"}
+    assert set(losses) == base | {f"{k}_{i}" for k in base for i in range(2)}
+    assert all(crit.weight_dict[k] == crit.weight_dict[k.rsplit("_", 1)[0]] for k in losses if k[-1].isdigit())
+    total = sum(crit.weight_dict[k] * v for k, v in losses.items())
+    total.backward()
+    for layer in [outputs] + outputs["aux_outputs"]:
+        for key in ("pred_logits", "pred_masks"):
+            assert torch.isfinite(layer[key].grad).all() and layer[key].grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ["hungarian", "exclusive", "original"])
+def test_point_form_with_objectness(name):
+    gen = torch.Generator().manual_seed(1)
+    crit = make_criteria()[name]
+    outputs, targets = point_batch(gen)
+    losses = crit(outputs, targets)
+    assert "loss_score" in losses and "loss_score_0" in losses
+    sum(crit.weight_dict[k] * v for k, v in losses.items()).backward()
+    assert all(torch.isfinite(m.grad).all() for m in outputs["pred_masks"])
+    outputs, targets = point_batch(gen, scores=False)
+    assert "loss_score" not in crit(outputs, targets)
+
+
+def test_point_form_mask_term_is_the_core_loss():
+    gen = torch.Generator().manual_seed(2)
+    crit = InfluencerCriterion(C, I_WEIGHTS, bg_weight=0.1, temperature=0.3)
+    outputs, targets = point_batch(gen, scores=False)
+    losses = crit(outputs, targets)
+    expected = torch.stack([mask_influencer_loss(m, t["masks"], bg_weight=0.1, temperature=0.3)["loss"]
+                            for m, t in zip(outputs["pred_masks"], targets)]).mean()
+    assert losses["loss_influencer"].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_hungarian_point_form_perfect_prediction_has_near_zero_mask_loss():
+    masks = torch.zeros(2, 40, dtype=torch.bool)
+    masks[0, :10] = masks[1, 10:25] = True
+    pred = torch.full((5, 40), -20.0)
+    pred[3] = torch.where(masks[0], 20.0, -20.0)
+    pred[1] = torch.where(masks[1], 20.0, -20.0)
+    logits = torch.full((5, C + 1), -10.0)
+    logits[:, C] = 10.0
+    logits[3, 2] = logits[1, 0] = 20.0
+    logits[3, C] = logits[1, C] = -10.0
+    crit = HungarianCriterion(C, HungarianMatcher(), H_WEIGHTS)
+    losses = crit({"pred_logits": [logits], "pred_masks": [pred]}, [{"labels": torch.tensor([2, 0]), "masks": masks}])
+    assert losses["loss_mask"] < 1e-6 and losses["loss_dice"] < 1e-6 and losses["loss_ce"] < 1e-6
+    assert crit.last_assignments[0].tolist()[0][3] == 1 and crit.last_assignments[0].tolist()[1][1] == 1
+
+
+def test_class_loss_with_one_hot_assignment_is_mask2formers_cross_entropy():
+    gen = torch.Generator().manual_seed(3)
+    logits = [torch.randn(6, C + 1, generator=gen), torch.randn(6, C + 1, generator=gen)]
+    assign = [torch.zeros(2, 6), torch.zeros(0, 6)]
+    assign[0][0, 4] = assign[0][1, 1] = 1
+    labels = [torch.tensor([2, 0]), torch.zeros(0, dtype=torch.long)]
+    weight = torch.tensor([1.0, 1.0, 1.0, 0.1])
+    classes = torch.full((2, 6), C)
+    classes[0, 4], classes[0, 1] = 2, 0
+    expected = F.cross_entropy(torch.stack(logits).transpose(1, 2), classes, weight)
+    assert assignment_cross_entropy(logits, assign, labels, weight).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_hard_owners_resolves_conflicts_by_strongest_claim():
+    own = torch.tensor([[0.7, 0.2, 0.1],   # instance 0 -> query 0 (0.7)
+                        [0.9, 0.05, 0.05],  # instance 1 -> query 0 (0.9): stronger, wins query 0
+                        [0.1, 0.1, 0.8]])
+    assert hard_owners(own).tolist() == [[0, 0, 0], [1, 0, 0], [0, 0, 1]]
+    assert hard_owners(torch.zeros(0, 3)).shape == (0, 3)
+
+
+def test_exclusive_ownership_teaches_the_owner_its_class():
+    """An ideal prediction: the owner's class target is its instance's class, the rest 'no object'."""
+    from influencerformer.testing import query_configurations
+    masks, configs = query_configurations(3, 6)
+    logits = torch.zeros(6, C + 1, requires_grad=True)
+    crit = InfluencerCriterion(C, I_WEIGHTS)
+    labels = torch.tensor([2, 0, 1])
+    crit({"pred_logits": [logits], "pred_masks": [configs["ideal"]]}, [{"labels": labels, "masks": masks}])
+    own = crit.last_assignments[0]
+    assert own.argmax(1).tolist() == [0, 1, 2] and own.max(1).values.min() > 0.99
+    crit({"pred_logits": [logits], "pred_masks": [configs["ideal"]]}, [{"labels": labels, "masks": masks}])["loss_ce"].backward()
+    # gradient descent raises the owner's own class and "no object" for the spare queries
+    assert logits.grad[0].argmin() == 2 and logits.grad[1].argmin() == 0 and logits.grad[2].argmin() == 1
+    assert (logits.grad[3:].argmin(1) == C).all()
+
+
+@pytest.mark.parametrize("name", ["hungarian", "exclusive", "original"])
+def test_images_without_instances_give_finite_loss_and_gradients(name):
+    gen = torch.Generator().manual_seed(4)
+    crit = make_criteria()[name]
+    outputs, targets = dense_batch(gen)
+    targets = [{"labels": torch.zeros(0, dtype=torch.long), "masks": torch.zeros(0, 64, 64)}] * 2
+    losses = crit(outputs, targets)
+    total = sum(crit.weight_dict[k] * v for k, v in losses.items())
+    total.backward()
+    assert torch.isfinite(total) and torch.isfinite(outputs["pred_logits"].grad).all()
+    # everything is pushed to "no object"
+    assert (outputs["pred_logits"].grad[..., C] < 0).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("name", ["hungarian", "exclusive", "original"])
+def test_autocast(name, dtype):
+    gen = torch.Generator().manual_seed(5)
+    crit = make_criteria()[name]
+    outputs, targets = dense_batch(gen)
+    outputs["pred_masks"] = (outputs["pred_masks"].detach() * 1e3).to(dtype).requires_grad_(True)
+    with torch.autocast("cpu", dtype=dtype):
+        losses = crit(outputs, targets)
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
+
+
+def test_bad_inputs_raise_clear_errors():
+    gen = torch.Generator().manual_seed(6)
+    crit = make_criteria()["exclusive"]
+    outputs, targets = dense_batch(gen, aux=0)
+    with pytest.raises(ValueError, match=r"outside \[0, 3\)"):
+        crit(outputs, [{"labels": torch.tensor([0, 3]), "masks": targets[0]["masks"]}, targets[1]])
+    with pytest.raises(ValueError, match="2 labels but masks of shape"):
+        crit(outputs, [{"labels": torch.tensor([0, 1]), "masks": torch.zeros(3, 8, 8)}, targets[1]])
+    with pytest.raises(ValueError, match="got 1 targets for a batch of 2"):
+        crit(outputs, targets[:1])
+    bad = dict(outputs, pred_logits=torch.randn(2, 7, C + 1))
+    with pytest.raises(ValueError, match=r"\(7, 4\).*Q = 8"):
+        crit(bad, targets)
+    with pytest.raises(ValueError, match="must be \\(B, Q, H, W\\)"):
+        crit(dict(outputs, pred_masks=torch.randn(2, 8, 16)), targets)
+    pts, ptargets = point_batch(gen)
+    ptargets[1] = {"labels": ptargets[1]["labels"], "masks": torch.zeros(1, 69)}
+    with pytest.raises(ValueError, match=r"\(1, 69\) must be \(K, P\) with P = 70"):
+        crit(pts, ptargets)
+    with pytest.raises(KeyError, match="no weight"):
+        InfluencerCriterion(C, {"loss_ce": 1.0})(outputs, targets)
+    with pytest.raises(ValueError, match="formulation"):
+        InfluencerCriterion(C, I_WEIGHTS, formulation="sinkhorn")

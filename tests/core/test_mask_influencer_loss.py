@@ -1,0 +1,248 @@
+"""Property and unit tests of the mask-matrix Influencer loss, both formulations."""
+import math
+
+import pytest
+import torch
+
+from influencerformer.losses import MaskInfluencerLoss, mask_influencer_loss, sinkhorn_ownership
+from influencerformer.testing import DEFECTS, query_configurations
+
+SIZES = [(1, 1), (1, 2), (1, 100), (5, 5), (5, 10), (5, 100), (20, 20), (20, 40), (20, 100)]
+
+
+def logsig(x):
+    return -math.log1p(math.exp(-x)) if x > 0 else x - math.log1p(math.exp(x))
+
+
+def softplus(x):
+    return x - logsig(x)
+
+
+def reference_original(z, masks, T=1.0, margin=1.0):
+    """Scalar re-implementation of the original formula, straight from its definition."""
+    Q, P = len(z), len(z[0])
+    K = len(masks)
+    g = [[sum(logsig(z[q][p]) for p in range(P) if masks[k][p]) / sum(masks[k]) for q in range(Q)]
+         for k in range(K)]
+    attr = sum(-T * math.log(sum(math.exp(g[k][q] / T) for q in range(Q))) for k in range(K)) / K
+    pairs = [(k, l) for k in range(K) for l in range(K) if k != l]
+    prof = [[math.exp(v) for v in row] for row in g]
+    rep = sum(max(0.0, margin - math.dist(prof[k], prof[l])) for k, l in pairs) / len(pairs) if pairs else 0.0
+    bg = [p for p in range(P) if not any(masks[k][p] for k in range(K))]
+    bgt = sum(1 / (1 + math.exp(-z[q][p])) for q in range(Q) for p in bg) / (Q * len(bg))
+    return attr, rep, bgt
+
+
+def reference_exclusive(z, masks, T=0.2, margin=1.0, iters=10):
+    """Scalar re-implementation of the exclusive formula (disjoint masks)."""
+    Q, P = len(z), len(z[0])
+    K = len(masks)
+    g = [[sum(logsig(z[q][p]) for p in range(P) if masks[k][p]) / sum(masks[k]) for q in range(Q)]
+         for k in range(K)]
+    silence = [-sum(softplus(z[q][p]) for p in range(P)) / P for q in range(Q)]
+    rows = [[g[k][q] / T for q in range(Q)] for k in range(K)]
+    mass = [1.0] * K
+    if Q > K:
+        rows.append([s / T for s in silence])
+        mass.append(Q - K)
+    cap = max(1.0, K / Q)
+    u = [0.0] * len(rows)
+    v = [0.0] * Q
+    for _ in range(iters):
+        v = [math.log(cap) - math.log(sum(math.exp(rows[r][q] + u[r]) for r in range(len(rows)))) for q in range(Q)]
+        u = [math.log(mass[r]) - math.log(sum(math.exp(rows[r][q] + v[q]) for q in range(Q))) for r in range(len(rows))]
+    own = [[math.exp(rows[k][q] + u[k] + v[q]) for q in range(Q)] for k in range(K)]
+    attr = sum(-sum(own[k][q] * g[k][q] for q in range(Q)) for k in range(K)) / K
+    excl = sum(sum((1 - own[k][q]) * sum(softplus(z[q][p]) for p in range(P) if masks[k][p]) / sum(masks[k])
+                   for q in range(Q)) for k in range(K)) / K
+    prof = [[math.exp(x) for x in row] for row in g]
+    rep = sum(max(0.0, margin - math.dist(prof[k], prof[l])) for k in range(K) for l in range(K) if k != l) / K
+    bg = [p for p in range(P) if not any(masks[k][p] for k in range(K))]
+    bgt = sum(softplus(z[q][p]) for q in range(Q) for p in bg) / (Q * len(bg))
+    return attr, rep, bgt, excl
+
+
+@pytest.fixture
+def tiny():
+    gen = torch.Generator().manual_seed(3)
+    z = torch.randn(4, 9, generator=gen, dtype=torch.float64) * 2
+    masks = torch.zeros(3, 9, dtype=torch.float64)
+    masks[0, :2] = 1
+    masks[1, 2:5] = 1
+    masks[2, 5:6] = 1
+    return z, masks
+
+
+def test_original_terms_match_scalar_reference(tiny):
+    z, masks = tiny
+    out = mask_influencer_loss(z, masks, formulation="original", temperature=0.7, rep_margin=1.3)
+    attr, rep, bg = reference_original(z.tolist(), masks.tolist(), T=0.7, margin=1.3)
+    assert out["attractive"].item() == pytest.approx(attr, rel=1e-9)
+    assert out["repulsive"].item() == pytest.approx(rep, rel=1e-9)
+    assert out["background"].item() == pytest.approx(bg, rel=1e-9)
+    assert out["loss"].item() == pytest.approx(attr + rep + bg, rel=1e-9)
+
+
+def test_exclusive_terms_match_scalar_reference(tiny):
+    z, masks = tiny
+    out = mask_influencer_loss(z, masks, formulation="exclusive", temperature=0.5, rep_margin=1.2,
+                               attr_weight=1.5, excl_weight=0.7)
+    attr, rep, bg, excl = reference_exclusive(z.tolist(), masks.tolist(), T=0.5, margin=1.2)
+    assert out["attractive"].item() == pytest.approx(attr, rel=1e-9)
+    assert out["repulsive"].item() == pytest.approx(rep, rel=1e-9, abs=1e-12)
+    assert out["background"].item() == pytest.approx(bg, rel=1e-9)
+    assert out["exclusion"].item() == pytest.approx(excl, rel=1e-9)
+    assert out["loss"].item() == pytest.approx(1.5 * attr + rep + bg + 0.7 * excl, rel=1e-9)
+
+
+def test_original_reproduces_the_published_duplicate_numbers():
+    """The numbers of the issue that reported the flaw: 4 instances, 20 queries, logits +-8."""
+    masks, configs = query_configurations(4, 20)
+    loss = {name: mask_influencer_loss(z, masks, formulation="original")["loss"].item()
+            for name, z in configs.items()}
+    assert loss["ideal"] == pytest.approx(-0.006, abs=1e-3)
+    assert loss["one_duplicate"] == pytest.approx(-0.178, abs=1e-3)
+    assert loss["every_spare_duplicates"] == pytest.approx(-1.610, abs=1e-3)
+    assert loss["all_claim_foreground"] == pytest.approx(-1.995, abs=1e-3)
+
+
+@pytest.mark.parametrize("num_inst,num_queries", SIZES)
+def test_exclusive_ideal_is_strictly_lowest(num_inst, num_queries):
+    masks, configs = query_configurations(num_inst, num_queries)
+    loss = {name: mask_influencer_loss(z, masks)["loss"].item() for name, z in configs.items()}
+    assert len(loss) > 1
+    for name in configs:
+        if name != "ideal":
+            assert loss[name] > loss["ideal"] + 1e-3, (name, loss)
+
+
+# What the original formulation gets wrong, asserted as documented behaviour (docs/loss.md).
+ORIGINAL_PREFERS = {"one_duplicate", "every_spare_duplicates", "all_claim_foreground", "spills_onto_neighbour"}
+
+
+@pytest.mark.parametrize("num_inst,num_queries", SIZES)
+def test_original_prefers_duplicates_and_spills(num_inst, num_queries):
+    masks, configs = query_configurations(num_inst, num_queries)
+    loss = {name: mask_influencer_loss(z, masks, formulation="original")["loss"].item()
+            for name, z in configs.items()}
+    for name in ORIGINAL_PREFERS & set(configs):
+        assert loss[name] < loss["ideal"], (name, loss)
+    # It does rank the ideal below a split instance and below a claim covering only 90%.
+    for name in {"split_instance", "covers_90_percent"} & set(configs):
+        assert loss[name] > loss["ideal"], (name, loss)
+
+
+def test_defect_catalogue_is_complete():
+    _, configs = query_configurations(5, 10)
+    assert set(configs) == {"ideal", *DEFECTS}
+
+
+@pytest.mark.parametrize("formulation", ["original", "exclusive"])
+def test_invariant_to_permuting_queries_and_instances(formulation, tiny):
+    z, masks = tiny
+    ref = mask_influencer_loss(z, masks, formulation=formulation)
+    qperm = torch.tensor([2, 0, 3, 1])
+    kperm = torch.tensor([1, 2, 0])
+    out = mask_influencer_loss(z[qperm], masks[kperm], formulation=formulation)
+    for key in ref:
+        assert out[key].item() == pytest.approx(ref[key].item(), rel=1e-9, abs=1e-12), key
+
+
+@pytest.mark.parametrize("formulation", ["original", "exclusive"])
+def test_gradcheck(formulation, tiny):
+    z, masks = tiny
+    z = z[:, :7].clone().requires_grad_(True)
+    masks = masks[:, :7]
+    assert torch.autograd.gradcheck(
+        lambda x: mask_influencer_loss(x, masks, formulation=formulation)["loss"], (z,), eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("formulation", ["original", "exclusive"])
+@pytest.mark.parametrize("scale", [1e4, -1e4])
+def test_extreme_logits_stay_finite(formulation, scale):
+    gen = torch.Generator().manual_seed(0)
+    z = (torch.randn(6, 40, generator=gen).sign() * scale).requires_grad_(True)
+    masks = torch.zeros(3, 40)
+    masks[0, :5] = masks[1, 5:20] = masks[2, 20:22] = 1
+    out = mask_influencer_loss(z, masks, formulation=formulation)
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and torch.isfinite(z.grad).all()
+
+
+@pytest.mark.parametrize("formulation", ["original", "exclusive"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_autocast_computes_in_float32(formulation, dtype):
+    gen = torch.Generator().manual_seed(0)
+    z = (torch.randn(10, 300, generator=gen) * 30).requires_grad_(True)
+    masks = (torch.rand(4, 300, generator=gen) > 0.7).float()
+    ref = mask_influencer_loss(z, masks, formulation=formulation)["loss"]
+    with torch.autocast("cpu", dtype=dtype):
+        out = mask_influencer_loss(z.to(dtype), masks.to(dtype), formulation=formulation)["loss"]
+    assert out.dtype == torch.float32
+    out.backward()
+    assert torch.isfinite(z.grad).all()
+    assert out.item() == pytest.approx(ref.item(), rel=2e-2)
+
+
+@pytest.mark.parametrize("formulation", ["original", "exclusive"])
+def test_no_instances_pushes_everything_to_silence(formulation):
+    z = torch.randn(5, 30, requires_grad=True)
+    out = mask_influencer_loss(z, torch.zeros(0, 30), formulation=formulation)
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and out["attractive"] == 0 and out["repulsive"] == 0
+    assert (z.grad > 0).all()  # descending lowers every logit
+
+
+@pytest.mark.parametrize("formulation", ["original", "exclusive"])
+def test_more_instances_than_queries_and_empty_instance(formulation):
+    masks = torch.zeros(6, 60)
+    for k in range(5):
+        masks[k, 10 * k:10 * k + 8] = 1  # instance 5 is empty: ignored
+    z = torch.randn(3, 60, requires_grad=True)
+    out = mask_influencer_loss(z, masks, formulation=formulation, return_ownership=True)
+    out["loss"].backward()
+    assert torch.isfinite(z.grad).all()
+    assert out["ownership"].shape == (6, 3) and out["ownership"][5].sum() == 0
+    assert torch.allclose(out["ownership"][:5].sum(1), torch.ones(5), atol=1e-5)
+
+
+def test_sinkhorn_ownership_marginals():
+    gen = torch.Generator().manual_seed(0)
+    for num_inst, num_queries in [(3, 8), (8, 3), (5, 5)]:
+        claims = -torch.rand(num_inst, num_queries, generator=gen) * 3
+        log_own = sinkhorn_ownership(claims, -torch.rand(num_queries, generator=gen), 0.5, 200)
+        own = log_own.exp()
+        assert torch.allclose(own[:num_inst].sum(1), torch.ones(num_inst), atol=1e-4)
+        assert torch.allclose(own.sum(0), torch.full((num_queries,), max(1.0, num_inst / num_queries)), atol=1e-3)
+    # zero iterations = a plain softmax over queries
+    claims = -torch.rand(3, 4, generator=gen)
+    assert torch.allclose(sinkhorn_ownership(claims, torch.zeros(4), 0.5, 0), torch.log_softmax(claims / 0.5, 1))
+
+
+def test_exclusive_penalises_a_confident_duplicate_with_a_non_vanishing_gradient():
+    masks, configs = query_configurations(2, 4)
+    z = configs["one_duplicate"].clone().requires_grad_(True)
+    mask_influencer_loss(z, masks)["loss"].backward()
+    # the duplicate (query 2) or its twin (query 0) is pushed down on instance 0 with a gradient of order 1/|k|
+    inst0 = masks[0] > 0
+    push = torch.maximum(z.grad[2, inst0].mean(), z.grad[0, inst0].mean())
+    assert push > 1e-2
+
+
+def test_shape_errors_name_the_shapes():
+    with pytest.raises(ValueError, match=r"\(5, 10\).*\(2, 11\)"):
+        mask_influencer_loss(torch.zeros(5, 10), torch.zeros(2, 11))
+    with pytest.raises(ValueError, match="mask_logits must be"):
+        mask_influencer_loss(torch.zeros(5), torch.zeros(2, 5))
+    with pytest.raises(ValueError, match="formulation"):
+        mask_influencer_loss(torch.zeros(5, 10), torch.zeros(2, 10), formulation="nope")
+    with pytest.raises(ValueError, match="temperature"):
+        mask_influencer_loss(torch.zeros(5, 10), torch.zeros(2, 10), temperature=0.0)
+
+
+def test_module_wrapper_matches_function(tiny):
+    z, masks = tiny
+    module = MaskInfluencerLoss(formulation="original", rep_margin=0.5)
+    assert module(z, masks)["loss"].item() == mask_influencer_loss(z, masks, formulation="original",
+                                                                   rep_margin=0.5)["loss"].item()
+    assert "rep_margin=0.5" in repr(module)

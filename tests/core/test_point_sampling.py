@@ -1,0 +1,41 @@
+import pytest
+import torch
+
+from influencerformer.point_sampling import instance_stratified_coords, point_sample, uncertain_point_coords
+
+
+def test_point_sample_reads_pixel_centres():
+    img = torch.arange(12.0).reshape(1, 3, 4)
+    # centre of pixel (row 1, col 2) is at x = 2.5 / 4, y = 1.5 / 3
+    out = point_sample(img, torch.tensor([[[2.5 / 4, 1.5 / 3]]]))
+    assert out.shape == (1, 1) and out.item() == pytest.approx(6.0)
+    with pytest.raises(ValueError, match="coords"):
+        point_sample(img, torch.zeros(1, 3))
+
+
+def test_uncertain_points_prefer_the_boundary():
+    torch.manual_seed(0)
+    # uncertainty -|logit| falls with the distance to the column x = 32
+    logits = (torch.arange(64.0) - 32.0 + 0.5).expand(1, 64, 64) * 0.5
+    coords = uncertain_point_coords(logits, 400, 3.0, 0.75)
+    assert coords.shape == (1, 400, 2)
+    # the 300 most uncertain of 1200 uniform candidates lie within ~8 px of the column
+    dist = (coords[0, :, 0] * 64 - 32).abs()
+    assert (dist[:300] < 12).all()
+    assert (dist[300:] > 12).float().mean() > 0.4  # the uniform remainder is spread out
+    with pytest.raises(ValueError):
+        uncertain_point_coords(logits, 10, 0.5, 0.75)
+
+
+def test_instance_stratified_points_reach_tiny_instances():
+    torch.manual_seed(0)
+    masks = torch.zeros(3, 512, 512, dtype=torch.bool)
+    masks[0, :256] = True
+    masks[1, 300:302, 300:302] = True  # 4 pixels out of 262k
+    masks[2, 400:450, 10:60] = True
+    coords = instance_stratified_coords(masks, 1000)
+    assert coords.shape == (1000, 2) and coords.min() >= 0 and coords.max() <= 1
+    inside = point_sample(masks[None].float(), coords[None])[0] > 0.5
+    assert inside[1].sum() >= 40  # ~ 1000 * 0.25 / 3 drawn inside the 2x2 instance
+    # no instances: all uniform
+    assert instance_stratified_coords(torch.zeros(0, 8, 8), 50).shape == (50, 2)
