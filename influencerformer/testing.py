@@ -87,3 +87,36 @@ def is_one_to_one(mask_logits: Tensor, target_masks: Tensor, min_iou: float = 0.
     others = torch.ones(mask_logits.shape[0], dtype=torch.bool)
     others[owner] = False
     return bool((pred[others].sum(1) == 0).all())
+
+
+def random_instance_masks(num_inst: int, generator: torch.Generator, points_per_instance: int = 50,
+                          background_points: int = 100) -> Tensor:
+    """(K, P) disjoint masks from uniformly random point labels (sizes vary around the mean)."""
+    num_points = points_per_instance * num_inst + background_points
+    labels = torch.randint(0, num_inst + 1, (num_points,), generator=generator)
+    labels[: num_inst + 1] = torch.arange(num_inst + 1)  # every instance non-empty
+    return torch.stack([labels == k + 1 for k in range(num_inst)]).float()
+
+
+def optimise_free_logits(target_masks: Tensor, num_queries: int, start: str = "random", seed: int = 0,
+                         steps: int = 400, lr: float = 0.1, **loss_kwargs) -> Tensor:
+    """Adam directly on free (Q, P) logits under :func:`mask_influencer_loss`.
+
+    ``start="random"``: standard normal logits; ``"symmetric"``: all queries equal (0) up to
+    noise of 1e-3. Returns the final logits (detached).
+    """
+    from influencerformer.losses import mask_influencer_loss
+
+    if start not in ("random", "symmetric"):
+        raise ValueError(f"start must be 'random' or 'symmetric'; got {start!r}")
+    gen = torch.Generator().manual_seed(seed)
+    shape = (num_queries, target_masks.shape[1])
+    noise = torch.randn(shape, generator=gen)
+    logits = (noise if start == "random" else 1e-3 * noise).requires_grad_(True)
+    optimiser = torch.optim.Adam([logits], lr=lr)
+    for _ in range(steps):
+        loss = mask_influencer_loss(logits, target_masks, **loss_kwargs)["loss"]
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    return logits.detach()

@@ -74,13 +74,10 @@ def sinkhorn_ownership(claims: Tensor, dustbin: Tensor, temperature: float, num_
     return scores + log_u[:, None] + log_v[None, :]
 
 
-def profile_repulsion(claims: Tensor, margin: float, per_instance: bool = False) -> Tensor:
-    """Hinge ``max(0, margin - ||exp(g_k) - exp(g_l)||)`` between the query profiles of instances.
+def profile_repulsion(claims: Tensor, margin: float) -> Tensor:
+    """Hinge ``max(0, margin - ||exp(g_k) - exp(g_l)||)`` averaged over ordered pairs k != l.
 
-    Averaged over ordered pairs k != l (``per_instance=False``, the original), or summed over
-    each instance's partners and averaged over instances (``per_instance=True``: a merge of two
-    instances then costs ``2 * margin / K``, on the scale of the other per-instance terms rather
-    than diluted over K(K-1) pairs). Gram expansion of the distances: O(K^2 + K Q) memory.
+    Gram expansion of the distances: O(K^2 + K Q) memory, no (K, K, Q) tensor.
     """
     num_inst = claims.shape[0]
     if num_inst < 2:
@@ -91,8 +88,7 @@ def profile_repulsion(claims: Tensor, margin: float, per_instance: bool = False)
     # eps keeps d(sqrt) finite for identical profiles (their difference gradient is exactly 0).
     dist = (sq_dist.clamp(min=0.0) + 1e-12).sqrt()
     off_diagonal = ~torch.eye(num_inst, dtype=torch.bool, device=claims.device)
-    hinge = F.relu(margin - dist)[off_diagonal]
-    return hinge.sum() / num_inst if per_instance else hinge.mean()
+    return F.relu(margin - dist)[off_diagonal].mean()
 
 
 def _validate(mask_logits: Tensor, target_masks: Tensor, formulation: str, temperature: float) -> None:
@@ -196,7 +192,7 @@ def mask_influencer_loss(
     exclusive = masks * (masks.sum(dim=0, keepdim=True) <= 1.0)
     exclusive_mean = claim_scores(neg_log_silence, exclusive)  # (K, Q) mean softplus(z) on k
     exclusion = ((1.0 - own) * exclusive_mean).sum(dim=1).mean()
-    repulsive = profile_repulsion(claims, rep_margin, per_instance=True) if num_inst > 1 else zero
+    repulsive = profile_repulsion(claims, rep_margin) if num_inst > 1 else zero
     loss = (attr_weight * attractive + rep_weight * repulsive + bg_weight * bg_term
             + excl_weight * exclusion)
     out = {"loss": loss, "attractive": attractive.detach(), "repulsive": repulsive.detach(),

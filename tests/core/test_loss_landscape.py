@@ -1,0 +1,32 @@
+"""Optimisation landscape: free logits under Adam reach the one-to-one assignment."""
+import pytest
+import torch
+
+from influencerformer.testing import is_one_to_one, optimise_free_logits, random_instance_masks
+
+CASES = [(k, q) for k in (1, 5, 20) for q in sorted({k, 2 * k, 100})]
+
+
+@pytest.mark.parametrize("start", ["random", "symmetric"])
+@pytest.mark.parametrize("num_inst,num_queries", CASES)
+def test_exclusive_reaches_one_to_one(num_inst, num_queries, start):
+    masks = random_instance_masks(num_inst, torch.Generator().manual_seed(0))
+    logits = optimise_free_logits(masks, num_queries, start=start, seed=0, steps=400)
+    assert is_one_to_one(logits, masks, min_iou=0.95)
+
+
+def test_original_does_not_reach_one_to_one():
+    """Documented behaviour: with spare queries the original formula spreads instances over many."""
+    masks = random_instance_masks(5, torch.Generator().manual_seed(0))
+    logits = optimise_free_logits(masks, 10, start="random", seed=0, steps=400, formulation="original")
+    assert not is_one_to_one(logits, masks)
+    claimants = ((logits > 0).float() @ masks.T / masks.sum(1) > 0.9).sum(0)  # queries covering >90% of k
+    assert (claimants > 1).any()
+
+
+def test_is_one_to_one_detects_defects():
+    from influencerformer.testing import query_configurations
+    masks, configs = query_configurations(3, 6)
+    assert is_one_to_one(configs["ideal"], masks)
+    for name in ("one_duplicate", "merge_two_instances", "split_instance", "background_leak", "covers_90_percent"):
+        assert not is_one_to_one(configs[name], masks, min_iou=0.95), name
