@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from influencerformer.criterion.base import LayerPredictions, SetCriterionBase
-from influencerformer.losses.influencer import FORMULATIONS, mask_influencer_loss
+from influencerformer.losses.influencer import FORMULATIONS, mask_influencer_loss, prepare_influencer_targets
 from influencerformer.point_sampling import instance_stratified_coords, point_sample
 
 
@@ -85,8 +85,10 @@ class InfluencerCriterion(SetCriterionBase):
 
     def _layer_losses(self, preds: LayerPredictions, targets, num_masks: Tensor, cache: dict) -> Dict[str, Tensor]:
         point_logits, point_targets = self._points(preds, targets, cache)
-        per_image = [mask_influencer_loss(lg, tgt, return_ownership=True, **self.loss_kwargs)
-                     for lg, tgt in zip(point_logits, point_targets)]
+        if "prepared" not in cache:  # GT-only, shared by every decoder layer
+            cache["prepared"] = [prepare_influencer_targets(t) for t in point_targets]
+        per_image = [mask_influencer_loss(lg, tgt, return_ownership=True, targets=prep, **self.loss_kwargs)
+                     for lg, tgt, prep in zip(point_logits, point_targets, cache["prepared"])]
         if self.formulation == "original":
             assignments = [hard_owners(out["ownership"]) for out in per_image]
         else:

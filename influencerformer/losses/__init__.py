@@ -2,9 +2,11 @@
 from influencerformer.losses.condensation import CondensationInfluencerLoss, condensation_influencer_loss
 from influencerformer.losses.influencer import (
     FORMULATIONS,
+    InfluencerTargets,
     MaskInfluencerLoss,
     claim_scores,
     mask_influencer_loss,
+    prepare_influencer_targets,
     profile_repulsion,
     sinkhorn_ownership,
 )
@@ -16,7 +18,7 @@ from influencerformer.losses.mask import (
 )
 
 __all__ = [
-    "FORMULATIONS", "MaskInfluencerLoss", "claim_scores", "mask_influencer_loss", "profile_repulsion",
+    "FORMULATIONS", "InfluencerTargets", "prepare_influencer_targets", "MaskInfluencerLoss", "claim_scores", "mask_influencer_loss", "profile_repulsion",
     "sinkhorn_ownership", "CondensationInfluencerLoss", "condensation_influencer_loss", "dice_loss",
     "pairwise_dice_cost", "pairwise_sigmoid_ce_cost", "sigmoid_ce_loss",
 ]

@@ -15,7 +15,7 @@ Two formulations share the claim scores and the repulsion:
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional
+from typing import Dict, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +38,29 @@ def claim_scores(log_probs: Tensor, target_masks: Tensor) -> Tensor:
     """
     area = target_masks.sum(dim=1, keepdim=True).clamp(min=1e-6)
     return (target_masks / area) @ log_probs.transpose(0, 1)
+
+
+class _LogSigmoidStatistics(torch.autograd.Function):
+    """``(W @ logsigmoid(z).T, W @ z.T)`` for a constant (R, P) weight matrix ``W``.
+
+    Every quantity of the exclusive loss that touches the (Q, P) logits is a weighted mean of
+    ``log s`` or of ``softplus(z) = z - log s`` over some points, i.e. a row of these two
+    products. Fusing them keeps the Q x P work to one ``logsigmoid`` and two matmuls forward,
+    one ``sigmoid`` and two matmuls backward, and saves only ``z`` for backward.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, weights: Tensor):
+        ctx.save_for_backward(logits, weights)
+        return weights @ F.logsigmoid(logits).transpose(0, 1), weights @ logits.transpose(0, 1)
+
+    @staticmethod
+    def backward(ctx, grad_log: Tensor, grad_lin: Tensor):
+        logits, weights = ctx.saved_tensors
+        grad = torch.sigmoid(-logits)  # d logsigmoid(z) / dz
+        grad.mul_(grad_log.transpose(0, 1) @ weights)
+        grad.addmm_(grad_lin.transpose(0, 1), weights)
+        return grad, None
 
 
 def sinkhorn_ownership(claims: Tensor, dustbin: Tensor, temperature: float, num_iters: int) -> Tensor:
@@ -91,6 +114,44 @@ def profile_repulsion(claims: Tensor, margin: float) -> Tensor:
     return F.relu(margin - dist)[off_diagonal].mean()
 
 
+class InfluencerTargets(NamedTuple):
+    """GT-only quantities of the exclusive loss, computed once per image and reused by every layer.
+
+    ``weights`` (R, P): rows are the claim means (K), the exclusive-point means (K, or none when
+    the masks are disjoint: they equal the claim rows), the background mean and the mean.
+    """
+
+    weights: Tensor
+    num_instances: int
+    exclusive_rows: int  # index of the first exclusive-mean row (0 when masks are disjoint)
+    kept: Tensor  # (K_all,) bool: instances with at least one point
+    background: Tensor  # (P,) background weight in [0, 1]
+
+
+def prepare_influencer_targets(target_masks: Tensor, dtype: Optional[torch.dtype] = None) -> InfluencerTargets:
+    """Precompute :class:`InfluencerTargets` from (K, P) masks (one host sync: the overlap check)."""
+    if target_masks.dim() != 2:
+        raise ValueError(f"target_masks must be (K, P); got shape {tuple(target_masks.shape)}")
+    all_masks = target_masks.to(dtype or torch.float32)
+    kept = all_masks.sum(dim=1) > 0
+    masks = all_masks[kept]
+    num_inst = masks.shape[0]
+    rows = [masks / masks.sum(1, keepdim=True).clamp(min=1e-6)]
+    exclusive_rows = 0
+    if num_inst > 0:
+        coverage = masks.sum(dim=0)
+        background = 1.0 - masks.amax(dim=0)
+        if bool((coverage > 1.0).any()):
+            exclusive = masks * (coverage <= 1.0)
+            rows.append(exclusive / exclusive.sum(1, keepdim=True).clamp(min=1e-6))
+            exclusive_rows = num_inst
+    else:
+        background = all_masks.new_ones(all_masks.shape[1])
+    rows += [(background / background.sum().clamp(min=1.0))[None],
+             torch.full_like(background, 1.0 / background.numel())[None]]
+    return InfluencerTargets(torch.cat(rows), num_inst, exclusive_rows, kept, background)
+
+
 def _validate(mask_logits: Tensor, target_masks: Tensor, formulation: str, temperature: float) -> None:
     if mask_logits.dim() != 2:
         raise ValueError(f"mask_logits must be (Q, P); got shape {tuple(mask_logits.shape)}")
@@ -121,6 +182,7 @@ def mask_influencer_loss(
     temperature: Optional[float] = None,
     sinkhorn_iters: int = 10,
     return_ownership: bool = False,
+    targets: Optional[InfluencerTargets] = None,
 ) -> Dict[str, Tensor]:
     """Influencer loss of one image / scene.
 
@@ -132,6 +194,8 @@ def mask_influencer_loss(
         temperature: soft-selection temperature; default 1.0 for "original", 0.2 for
             "exclusive".
         excl_weight, sinkhorn_iters: used by "exclusive" only.
+        targets: :func:`prepare_influencer_targets` of ``target_masks``, when the caller reuses
+            them over several decoder layers.
         return_ownership: also return the detached (K, Q) ownership (``"ownership"``) used for
             classification targets, and the dustbin row (``"dustbin_ownership"``, (Q,)).
     Returns:
@@ -141,30 +205,24 @@ def mask_influencer_loss(
     if temperature is None:
         temperature = 1.0 if formulation == "original" else 0.2
     _validate(mask_logits, target_masks, formulation, temperature)
-    all_masks = target_masks.to(mask_logits.dtype)
-    kept = all_masks.sum(dim=1) > 0
-    masks = all_masks[kept]
-    num_queries = mask_logits.shape[0]
-    num_inst = masks.shape[0]
-
-    def full_rows(own: Tensor) -> Tensor:  # (K_kept, Q) -> (K, Q), zero rows for empty instances
-        out = own.new_zeros(all_masks.shape[0], num_queries)
-        out[kept] = own
-        return out.detach()
-
-    log_probs = F.logsigmoid(mask_logits)
-    background = 1.0 - masks.amax(dim=0) if num_inst > 0 else torch.ones_like(mask_logits[0])
-    num_background = background.sum().clamp(min=1.0)
-    claims = claim_scores(log_probs, masks)  # (K, Q)
+    if targets is None:
+        targets = prepare_influencer_targets(target_masks, mask_logits.dtype)
+    elif targets.weights.shape[1] != mask_logits.shape[1]:
+        raise ValueError(f"prepared targets have {targets.weights.shape[1]} points, mask_logits {tuple(mask_logits.shape)}")
+    weights = targets.weights.to(mask_logits.dtype)
+    num_inst, num_queries = targets.num_instances, mask_logits.shape[0]
     zero = mask_logits.sum() * 0.0
 
+    def full_rows(own: Tensor) -> Tensor:  # (K_kept, Q) -> (K, Q), zero rows for empty instances
+        out = own.new_zeros(targets.kept.shape[0], num_queries)
+        out[targets.kept] = own
+        return out.detach()
+
     if formulation == "original":
-        if num_inst > 0:
-            attractive = (-temperature * torch.logsumexp(claims / temperature, dim=1)).mean()
-        else:
-            attractive = zero
+        claims = weights[:num_inst] @ F.logsigmoid(mask_logits).transpose(0, 1)  # (K, Q)
+        attractive = (-temperature * torch.logsumexp(claims / temperature, dim=1)).mean() if num_inst else zero
         repulsive = profile_repulsion(claims, rep_margin) if num_inst > 1 else zero
-        bg_term = (torch.sigmoid(mask_logits) @ background).sum() / (num_background * num_queries)
+        bg_term = (weights[-2] @ torch.sigmoid(mask_logits).transpose(0, 1)).mean()
         loss = attr_weight * attractive + rep_weight * repulsive + bg_weight * bg_term
         out = {"loss": loss, "attractive": attractive.detach(), "repulsive": repulsive.detach(),
                "background": bg_term.detach()}
@@ -173,12 +231,15 @@ def mask_influencer_loss(
         return out
 
     # "exclusive": every term >= 0, all zero exactly at the one-to-one assignment.
-    neg_log_silence = mask_logits - log_probs  # softplus(z) = -log(1 - sigmoid(z)), >= 0
-    silence = -neg_log_silence.mean(dim=1)  # (Q,) log geometric mean of "no" over all points
-    bg_term = (neg_log_silence @ background).sum() / (num_background * num_queries)
+    stats_log, stats_lin = _LogSigmoidStatistics.apply(mask_logits, weights)
+    claims = stats_log[:num_inst]  # (K, Q) log geometric means
+    mean_softplus = stats_lin - stats_log  # (R, Q): weighted means of softplus(z) = -log(1 - s)
+    first_excl = targets.exclusive_rows
+    exclusive_mean = mean_softplus[first_excl:first_excl + num_inst]  # (K, Q) on k's own points
+    bg_term = mean_softplus[-2].mean()
+    silence = -mean_softplus[-1]  # (Q,) log geometric mean of "no" over all points
     if num_inst == 0:
-        loss = bg_weight * bg_term
-        out = {"loss": loss, "attractive": zero.detach(), "repulsive": zero.detach(),
+        out = {"loss": bg_weight * bg_term, "attractive": zero.detach(), "repulsive": zero.detach(),
                "background": bg_term.detach(), "exclusion": zero.detach()}
         if return_ownership:
             out["ownership"] = full_rows(mask_logits.new_zeros(0, num_queries))
@@ -189,8 +250,6 @@ def mask_influencer_loss(
     own = log_own[:num_inst].exp()  # (K, Q), rows sum to 1
     attractive = -(own * claims).sum(dim=1).mean()
     # Exclusion on each instance's exclusive points: every non-owner must say "no" there.
-    exclusive = masks * (masks.sum(dim=0, keepdim=True) <= 1.0)
-    exclusive_mean = claim_scores(neg_log_silence, exclusive)  # (K, Q) mean softplus(z) on k
     exclusion = ((1.0 - own) * exclusive_mean).sum(dim=1).mean()
     repulsive = profile_repulsion(claims, rep_margin) if num_inst > 1 else zero
     loss = (attr_weight * attractive + rep_weight * repulsive + bg_weight * bg_term

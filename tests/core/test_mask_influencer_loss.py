@@ -246,3 +246,26 @@ def test_module_wrapper_matches_function(tiny):
     assert module(z, masks)["loss"].item() == mask_influencer_loss(z, masks, formulation="original",
                                                                    rep_margin=0.5)["loss"].item()
     assert "rep_margin=0.5" in repr(module)
+
+
+def test_prepared_targets_and_overlapping_masks():
+    from influencerformer.losses import claim_scores, prepare_influencer_targets
+    gen = torch.Generator().manual_seed(7)
+    z = torch.randn(5, 30, generator=gen, dtype=torch.float64)
+    masks = torch.zeros(3, 30, dtype=torch.float64)
+    masks[0, :10] = 1
+    masks[1, 8:20] = 1  # overlaps instance 0 on points 8, 9
+    masks[2, 20:24] = 1
+    prepared = prepare_influencer_targets(masks, torch.float64)
+    assert prepared.exclusive_rows == 3  # overlap detected: separate exclusive rows
+    out = mask_influencer_loss(z, masks, return_ownership=True)
+    again = mask_influencer_loss(z, masks, targets=prepared, return_ownership=True)
+    assert out["loss"].item() == again["loss"].item()
+    # exclusion is measured on points owned by one instance only
+    exclusive = masks * (masks.sum(0) <= 1)
+    excl_mean = claim_scores(torch.nn.functional.logsigmoid(-z), exclusive)  # mean log(1 - s) on excl(k)
+    expected = ((1 - out["ownership"]) * -excl_mean).sum(1).mean()
+    assert out["exclusion"].item() == pytest.approx(expected.item(), rel=1e-9)
+    assert prepare_influencer_targets(masks[[0, 2]], torch.float64).exclusive_rows == 0
+    with pytest.raises(ValueError, match="points"):
+        mask_influencer_loss(z[:, :29], masks[:, :29], targets=prepared)
