@@ -1,0 +1,67 @@
+"""Assignment diagnostics, identical for both criteria: who owns which instance, and how well.
+
+All functions take per-image point-form tensors: mask logits (Q, P), GT masks (K, P) and the
+criterion's (K, Q) assignment (Hungarian: one-hot matches; Influencer: ownership), e.g. from
+``criterion.last_assignments``.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from influencerformer.criterion.base import mask_iou
+
+
+def owners(assignment: Tensor) -> Tensor:
+    """(K, Q) assignment -> (K,) owner query of each instance (its largest entry)."""
+    if assignment.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.long, device=assignment.device)
+    return assignment.argmax(dim=1)
+
+
+@torch.no_grad()
+def assignment_diagnostics(mask_logits: Sequence[Tensor], target_masks: Sequence[Tensor],
+                           assignments: Sequence[Tensor], previous_owners: Optional[Sequence[Tensor]] = None,
+                           claim_recall: float = 0.5) -> Dict[str, float]:
+    """Batch statistics of the assignment.
+
+    * ``unique_best_share``: share of GT instances whose best query (highest mask IoU) is the best
+      query of no other instance;
+    * ``multi_claim_share``: share of queries that claim more than one instance (cover more than
+      ``claim_recall`` of each: "yes" on that share of its points);
+    * ``owner_iou``: mean mask IoU of each instance's owner (matched or owning query) with it;
+    * ``owner_change_rate`` (with ``previous_owners`` for the same images): share of instances
+      whose owner differs from the previous logging step.
+    """
+    unique, num_inst, multi, num_queries, iou_sum, changed, compared = 0, 0, 0, 0, 0.0, 0, 0
+    for b, (logits, masks, assign) in enumerate(zip(mask_logits, target_masks, assignments)):
+        masks = (masks > 0.5).float()
+        num_queries += logits.shape[0]
+        k = masks.shape[0]
+        if k == 0:
+            continue
+        num_inst += k
+        iou = mask_iou(logits.float(), masks)  # (K, Q)
+        best = iou.argmax(dim=1)
+        counts = torch.bincount(best, minlength=logits.shape[0])
+        unique += int((counts[best] == 1).sum())
+        recall = (masks @ (logits > 0).float().transpose(0, 1)) / masks.sum(1, keepdim=True).clamp(min=1)
+        multi += int(((recall > claim_recall).sum(dim=0) > 1).sum())
+        own = owners(assign.to(iou.device))
+        iou_sum += float(iou.gather(1, own[:, None]).sum())
+        if previous_owners is not None and previous_owners[b].numel() == k:
+            changed += int((previous_owners[b].to(own.device) != own).sum())
+            compared += k
+    out = {"unique_best_share": unique / num_inst if num_inst else float("nan"),
+           "multi_claim_share": multi / num_queries if num_queries else float("nan"),
+           "owner_iou": iou_sum / num_inst if num_inst else float("nan")}
+    if previous_owners is not None:
+        out["owner_change_rate"] = changed / compared if compared else float("nan")
+    return out
+
+
+def owners_of(assignments: Sequence[Tensor]) -> List[Tensor]:
+    """Owners per image, detached on the CPU: the ``previous_owners`` of the next call."""
+    return [owners(a).cpu() for a in assignments]

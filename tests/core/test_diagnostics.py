@@ -1,0 +1,26 @@
+import torch
+
+from influencerformer.diagnostics import assignment_diagnostics, owners, owners_of
+from influencerformer.testing import query_configurations
+
+
+def test_ideal_and_duplicate_statistics():
+    masks, configs = query_configurations(3, 6)
+    assign = torch.eye(3, 6)
+    ideal = assignment_diagnostics([configs["ideal"]], [masks], [assign])
+    assert ideal == {"unique_best_share": 1.0, "multi_claim_share": 0.0, "owner_iou": 1.0}
+    merged = assignment_diagnostics([configs["merge_two_instances"]], [masks], [assign])
+    assert merged["multi_claim_share"] == 1 / 6  # query 0 claims instances 0 and 1
+    assert merged["unique_best_share"] == 1 / 3  # instances 0 and 1 share their best query
+    assert merged["owner_iou"] < 1.0
+
+
+def test_owner_change_rate():
+    masks, configs = query_configurations(2, 4)
+    first = torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0]])
+    second = torch.tensor([[0, 0, 1.0, 0], [0, 1.0, 0, 0]])
+    stats = assignment_diagnostics([configs["ideal"]], [masks], [second], previous_owners=owners_of([first]))
+    assert stats["owner_change_rate"] == 0.5
+    assert owners(torch.zeros(0, 4)).numel() == 0
+    empty = assignment_diagnostics([configs["ideal"]], [masks[:0]], [torch.zeros(0, 4)])
+    assert empty["multi_claim_share"] == 0.0

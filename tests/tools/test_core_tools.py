@@ -1,0 +1,36 @@
+import json
+
+from tools import benchmark_criterion, loss_table
+
+
+def test_benchmark_writes_table_and_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    benchmark_criterion.main(["--form", "point", "--queries", "12", "--instances", "3", "--points", "400",
+                              "--layers", "2", "--repeats", "1", "--warmup", "0", "--json", str(out)])
+    benchmark_criterion.main(["--queries", "8", "--instances", "2", "--points", "256", "--layers", "1",
+                              "--image-size", "64", "--repeats", "1", "--warmup", "0"])
+    printed = capsys.readouterr().out
+    assert printed.count("Q=12") == 1 and printed.count("Q=8 ") == 1
+    data = json.loads(out.read_text())
+    assert {"date", "commit", "torch", "cpu_count"} <= set(data["machine"])
+    (record,) = data["records"]
+    assert record["config"]["form"] == "point" and record["config"]["layers"] == 2
+    res = record["results"]
+    assert set(res) == {"hungarian", "influencer", "influencer_original"}
+    assert res["hungarian"]["matcher_ms"] > 0 and res["hungarian"]["matcher_ms"] <= res["hungarian"]["ms"]
+    ratio = res["influencer"]["time_ratio_vs_hungarian"]
+    assert abs(ratio - res["influencer"]["ms"] / res["hungarian"]["ms"]) < 1e-9
+
+
+def test_benchmark_skips_configurations_over_the_memory_cap(capsys):
+    records = benchmark_criterion.main(["--form", "point", "--queries", "900", "--points", "200000",
+                                        "--layers", "10", "--max-gb", "1"])
+    assert records[0]["skipped"] and "skipped" in capsys.readouterr().out
+
+
+def test_loss_table_marks_the_originals_failures(tmp_path, capsys):
+    table = loss_table.main(["--instances", "3", "--queries", "6", "--json", str(tmp_path / "t.json")])
+    text = capsys.readouterr().out
+    assert "one duplicate | " in text and "⚠ ≤ ideal" in text.split("one duplicate")[1].split("|")[1]
+    assert min(table, key=lambda name: table[name]["exclusive"]) == "ideal"
+    assert json.loads((tmp_path / "t.json").read_text()) == table
