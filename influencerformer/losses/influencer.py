@@ -236,7 +236,9 @@ def mask_influencer_loss(
     mean_softplus = stats_lin - stats_log  # (R, Q): weighted means of softplus(z) = -log(1 - s)
     first_excl = targets.exclusive_rows
     exclusive_mean = mean_softplus[first_excl:first_excl + num_inst]  # (K, Q) on k's own points
-    bg_term = mean_softplus[-2].mean()
+    # Summed over queries like the exclusion: each query's "no" on the background weighs as much
+    # as its "no" on an instance it does not own (a mean over queries made it Q times weaker).
+    bg_term = mean_softplus[-2].sum()
     silence = -mean_softplus[-1]  # (Q,) log geometric mean of "no" over all points
     if num_inst == 0:
         out = {"loss": bg_weight * bg_term, "attractive": zero.detach(), "repulsive": zero.detach(),

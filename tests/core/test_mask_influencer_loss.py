@@ -58,7 +58,7 @@ def reference_exclusive(z, masks, T=0.2, margin=1.0, iters=10):
     prof = [[math.exp(x) for x in row] for row in g]
     rep = sum(max(0.0, margin - math.dist(prof[k], prof[l])) for k in range(K) for l in range(K) if k != l) / max(1, K * (K - 1))
     bg = [p for p in range(P) if not any(masks[k][p] for k in range(K))]
-    bgt = sum(softplus(z[q][p]) for q in range(Q) for p in bg) / (Q * len(bg))
+    bgt = sum(softplus(z[q][p]) for q in range(Q) for p in bg) / len(bg)
     return attr, rep, bgt, excl
 
 
