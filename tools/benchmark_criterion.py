@@ -191,39 +191,44 @@ def build_criteria(cfg: Config) -> Dict[str, torch.nn.Module]:
 def measure(cfg: Config, device: torch.device, repeats: int, warmup: int) -> Dict[str, dict]:
     outputs, targets = make_inputs(cfg, device)
     params = leaves(outputs)
-    results = {}
-    for name, crit in build_criteria(cfg).items():
+    criteria = build_criteria(cfg)
+    matcher_timers = {}
+    for name, crit in criteria.items():
         crit.to(device)
-        matcher_timer = None
         if isinstance(crit, HungarianCriterion):
-            matcher_timer = ModuleTimer(crit.matcher, device)
+            matcher_timers[name] = ModuleTimer(crit.matcher, device)
 
-        def step():
-            losses = crit(outputs, targets)
-            total = sum(crit.weight_dict[k] * v for k, v in losses.items())
-            total.backward()
-            for p in params:
-                p.grad = None
+    def step(crit):
+        losses = crit(outputs, targets)
+        total = sum(crit.weight_dict[k] * v for k, v in losses.items())
+        total.backward()
+        for p in params:
+            p.grad = None
 
-        for _ in range(warmup):
-            step()
-        times, matcher_times = [], []
-        peak = None
-        for i in range(repeats):
-            if matcher_timer:
-                matcher_timer.total = 0.0
+    for _ in range(warmup):
+        for crit in criteria.values():
+            step(crit)
+    times = {name: [] for name in criteria}
+    matcher_times = {name: [] for name in matcher_timers}
+    peaks = {}
+    # Round-robin over the criteria, so that load changes on a shared machine hit all of them alike.
+    for i in range(repeats):
+        for name, crit in criteria.items():
+            if name in matcher_timers:
+                matcher_timers[name].total = 0.0
             base = reset_peak(device) if i == 0 else None
             sync(device)
             start = time.perf_counter()
-            step()
+            step(crit)
             sync(device)
-            times.append(time.perf_counter() - start)
+            times[name].append(time.perf_counter() - start)
             if base is not None:
-                peak = read_peak(device, base)
-            if matcher_timer:
-                matcher_times.append(matcher_timer.total)
-        results[name] = {"ms": 1e3 * statistics.median(times), "peak_mib": peak,
-                         "matcher_ms": 1e3 * statistics.median(matcher_times) if matcher_times else None}
+                peaks[name] = read_peak(device, base)
+            if name in matcher_timers:
+                matcher_times[name].append(matcher_timers[name].total)
+    results = {name: {"ms": 1e3 * statistics.median(times[name]), "peak_mib": peaks.get(name),
+                      "matcher_ms": 1e3 * statistics.median(matcher_times[name]) if name in matcher_times else None}
+               for name in criteria}
     base_ms = results["hungarian"]["ms"]
     for name in ("influencer", "influencer_original"):
         results[name]["time_ratio_vs_hungarian"] = results[name]["ms"] / base_ms
