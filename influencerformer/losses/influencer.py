@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from influencerformer.utils import float32_no_autocast
 
 FORMULATIONS = ("original", "exclusive")
+EXCLUSIONS = ("sum", "share")
 
 
 def claim_scores(log_probs: Tensor, target_masks: Tensor) -> Tensor:
@@ -152,7 +153,8 @@ def prepare_influencer_targets(target_masks: Tensor, dtype: Optional[torch.dtype
     return InfluencerTargets(torch.cat(rows), num_inst, exclusive_rows, kept, background)
 
 
-def _validate(mask_logits: Tensor, target_masks: Tensor, formulation: str, temperature: float) -> None:
+def _validate(mask_logits: Tensor, target_masks: Tensor, formulation: str, temperature: float,
+              exclusion: str = "sum") -> None:
     if mask_logits.dim() != 2:
         raise ValueError(f"mask_logits must be (Q, P); got shape {tuple(mask_logits.shape)}")
     if target_masks.dim() != 2:
@@ -164,6 +166,8 @@ def _validate(mask_logits: Tensor, target_masks: Tensor, formulation: str, tempe
         )
     if formulation not in FORMULATIONS:
         raise ValueError(f"formulation must be one of {FORMULATIONS}; got {formulation!r}")
+    if exclusion not in EXCLUSIONS:
+        raise ValueError(f"exclusion must be one of {EXCLUSIONS}; got {exclusion!r}")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0; got {temperature}")
 
@@ -181,6 +185,7 @@ def mask_influencer_loss(
     rep_margin: float = 1.0,
     temperature: Optional[float] = None,
     sinkhorn_iters: int = 10,
+    exclusion: str = "sum",
     return_ownership: bool = False,
     targets: Optional[InfluencerTargets] = None,
 ) -> Dict[str, Tensor]:
@@ -193,7 +198,9 @@ def mask_influencer_loss(
         formulation: ``"exclusive"`` (default, one-to-one minimum) or ``"original"``.
         temperature: soft-selection temperature; default 1.0 for "original", 0.2 for
             "exclusive".
-        excl_weight, sinkhorn_iters: used by "exclusive" only.
+        excl_weight, sinkhorn_iters, exclusion: used by "exclusive" only. ``exclusion="sum"``
+            pushes every non-owner with weight ``1 - ownership``; ``"share"`` also scales by the
+            query's share of the instance's "yes" (gentler on shared network features).
         targets: :func:`prepare_influencer_targets` of ``target_masks``, when the caller reuses
             them over several decoder layers.
         return_ownership: also return the detached (K, Q) ownership (``"ownership"``) used for
@@ -204,7 +211,7 @@ def mask_influencer_loss(
     """
     if temperature is None:
         temperature = 1.0 if formulation == "original" else 0.2
-    _validate(mask_logits, target_masks, formulation, temperature)
+    _validate(mask_logits, target_masks, formulation, temperature, exclusion)
     if targets is None:
         targets = prepare_influencer_targets(target_masks, mask_logits.dtype)
     elif targets.weights.shape[1] != mask_logits.shape[1]:
@@ -252,12 +259,19 @@ def mask_influencer_loss(
     own = log_own[:num_inst].exp()  # (K, Q), rows sum to 1
     attractive = -(own * claims).sum(dim=1).mean()
     # Exclusion on each instance's exclusive points: every non-owner must say "no" there.
-    exclusion = ((1.0 - own) * exclusive_mean).sum(dim=1).mean()
+    weight = 1.0 - own
+    if exclusion == "share":
+        # ... pushed in proportion to its share of the "yes" on the instance, so the total push on
+        # a point balances the owner's single pull (with "sum", Q - 1 non-owners outvote it through
+        # shared network features). A share is 0 only for a query already silent on k: same zero
+        # set, same unique minimum. See docs/loss.md for what each choice measured.
+        weight = weight * exclusive_mean / exclusive_mean.sum(dim=1, keepdim=True).clamp(min=1e-12)
+    exclusion_term = (weight * exclusive_mean).sum(dim=1).mean()
     repulsive = profile_repulsion(claims, rep_margin) if num_inst > 1 else zero
     loss = (attr_weight * attractive + rep_weight * repulsive + bg_weight * bg_term
-            + excl_weight * exclusion)
+            + excl_weight * exclusion_term)
     out = {"loss": loss, "attractive": attractive.detach(), "repulsive": repulsive.detach(),
-           "background": bg_term.detach(), "exclusion": exclusion.detach()}
+           "background": bg_term.detach(), "exclusion": exclusion_term.detach()}
     if return_ownership:
         out["ownership"] = full_rows(own)
         if log_own.shape[0] > num_inst:
@@ -273,13 +287,13 @@ class MaskInfluencerLoss(nn.Module):
     def __init__(self, *, formulation: str = "exclusive", attr_weight: float = 1.0,
                  rep_weight: float = 1.0, bg_weight: float = 1.0, excl_weight: float = 1.0,
                  rep_margin: float = 1.0, temperature: Optional[float] = None,
-                 sinkhorn_iters: int = 10):
+                 sinkhorn_iters: int = 10, exclusion: str = "sum"):
         super().__init__()
         if formulation not in FORMULATIONS:
             raise ValueError(f"formulation must be one of {FORMULATIONS}; got {formulation!r}")
         self.kwargs = dict(formulation=formulation, attr_weight=attr_weight, rep_weight=rep_weight,
                            bg_weight=bg_weight, excl_weight=excl_weight, rep_margin=rep_margin,
-                           temperature=temperature, sinkhorn_iters=sinkhorn_iters)
+                           temperature=temperature, sinkhorn_iters=sinkhorn_iters, exclusion=exclusion)
 
     def forward(self, mask_logits: Tensor, target_masks: Tensor,
                 return_ownership: bool = False) -> Dict[str, Tensor]:

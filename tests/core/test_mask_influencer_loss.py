@@ -33,7 +33,7 @@ def reference_original(z, masks, T=1.0, margin=1.0):
     return attr, rep, bgt
 
 
-def reference_exclusive(z, masks, T=0.2, margin=1.0, iters=10):
+def reference_exclusive(z, masks, T=0.2, margin=1.0, iters=10, share=True):
     """Scalar re-implementation of the exclusive formula (disjoint masks)."""
     Q, P = len(z), len(z[0])
     K = len(masks)
@@ -53,7 +53,9 @@ def reference_exclusive(z, masks, T=0.2, margin=1.0, iters=10):
         u = [math.log(mass[r]) - math.log(sum(math.exp(rows[r][q] + v[q]) for q in range(Q))) for r in range(len(rows))]
     own = [[math.exp(rows[k][q] + u[k] + v[q]) for q in range(Q)] for k in range(K)]
     attr = sum(-sum(own[k][q] * g[k][q] for q in range(Q)) for k in range(K)) / K
-    excl = sum(sum((1 - own[k][q]) * sum(softplus(z[q][p]) for p in range(P) if masks[k][p]) / sum(masks[k])
+    yes_cost = [[sum(softplus(z[q][p]) for p in range(P) if masks[k][p]) / sum(masks[k]) for q in range(Q)]
+                for k in range(K)]
+    excl = sum(sum((1 - own[k][q]) * (yes_cost[k][q] / sum(yes_cost[k]) if share else 1.0) * yes_cost[k][q]
                    for q in range(Q)) for k in range(K)) / K
     prof = [[math.exp(x) for x in row] for row in g]
     rep = sum(max(0.0, margin - math.dist(prof[k], prof[l])) for k in range(K) for l in range(K) if k != l) / max(1, K * (K - 1))
@@ -83,11 +85,13 @@ def test_original_terms_match_scalar_reference(tiny):
     assert out["loss"].item() == pytest.approx(attr + rep + bg, rel=1e-9)
 
 
-def test_exclusive_terms_match_scalar_reference(tiny):
+@pytest.mark.parametrize("exclusion", ["sum", "share"])
+def test_exclusive_terms_match_scalar_reference(tiny, exclusion):
     z, masks = tiny
     out = mask_influencer_loss(z, masks, formulation="exclusive", temperature=0.5, rep_margin=1.2,
-                               attr_weight=1.5, excl_weight=0.7)
-    attr, rep, bg, excl = reference_exclusive(z.tolist(), masks.tolist(), T=0.5, margin=1.2)
+                               attr_weight=1.5, excl_weight=0.7, exclusion=exclusion)
+    attr, rep, bg, excl = reference_exclusive(z.tolist(), masks.tolist(), T=0.5, margin=1.2,
+                                              share=exclusion == "share")
     assert out["attractive"].item() == pytest.approx(attr, rel=1e-9)
     assert out["repulsive"].item() == pytest.approx(rep, rel=1e-9, abs=1e-12)
     assert out["background"].item() == pytest.approx(bg, rel=1e-9)
@@ -106,10 +110,11 @@ def test_original_reproduces_the_published_duplicate_numbers():
     assert loss["all_claim_foreground"] == pytest.approx(-1.995, abs=1e-3)
 
 
+@pytest.mark.parametrize("exclusion", ["sum", "share"])
 @pytest.mark.parametrize("num_inst,num_queries", SIZES)
-def test_exclusive_ideal_is_strictly_lowest(num_inst, num_queries):
+def test_exclusive_ideal_is_strictly_lowest(num_inst, num_queries, exclusion):
     masks, configs = query_configurations(num_inst, num_queries)
-    loss = {name: mask_influencer_loss(z, masks)["loss"].item() for name, z in configs.items()}
+    loss = {name: mask_influencer_loss(z, masks, exclusion=exclusion)["loss"].item() for name, z in configs.items()}
     assert len(loss) > 1
     for name in configs:
         if name != "ideal":
@@ -148,13 +153,14 @@ def test_invariant_to_permuting_queries_and_instances(formulation, tiny):
         assert out[key].item() == pytest.approx(ref[key].item(), rel=1e-9, abs=1e-12), key
 
 
-@pytest.mark.parametrize("formulation", ["original", "exclusive"])
-def test_gradcheck(formulation, tiny):
+@pytest.mark.parametrize("formulation,exclusion", [("original", "sum"), ("exclusive", "sum"), ("exclusive", "share")])
+def test_gradcheck(formulation, exclusion, tiny):
     z, masks = tiny
     z = z[:, :7].clone().requires_grad_(True)
     masks = masks[:, :7]
     assert torch.autograd.gradcheck(
-        lambda x: mask_influencer_loss(x, masks, formulation=formulation)["loss"], (z,), eps=1e-6, atol=1e-5)
+        lambda x: mask_influencer_loss(x, masks, formulation=formulation, exclusion=exclusion)["loss"], (z,),
+        eps=1e-6, atol=1e-5)
 
 
 @pytest.mark.parametrize("formulation", ["original", "exclusive"])
@@ -258,13 +264,14 @@ def test_prepared_targets_and_overlapping_masks():
     masks[2, 20:24] = 1
     prepared = prepare_influencer_targets(masks, torch.float64)
     assert prepared.exclusive_rows == 3  # overlap detected: separate exclusive rows
-    out = mask_influencer_loss(z, masks, return_ownership=True)
-    again = mask_influencer_loss(z, masks, targets=prepared, return_ownership=True)
+    out = mask_influencer_loss(z, masks, return_ownership=True, exclusion="share")
+    again = mask_influencer_loss(z, masks, targets=prepared, return_ownership=True, exclusion="share")
     assert out["loss"].item() == again["loss"].item()
     # exclusion is measured on points owned by one instance only
     exclusive = masks * (masks.sum(0) <= 1)
     excl_mean = claim_scores(torch.nn.functional.logsigmoid(-z), exclusive)  # mean log(1 - s) on excl(k)
-    expected = ((1 - out["ownership"]) * -excl_mean).sum(1).mean()
+    blame = excl_mean / excl_mean.sum(1, keepdim=True)
+    expected = ((1 - out["ownership"]) * blame * -excl_mean).sum(1).mean()
     assert out["exclusion"].item() == pytest.approx(expected.item(), rel=1e-9)
     assert prepare_influencer_targets(masks[[0, 2]], torch.float64).exclusive_rows == 0
     with pytest.raises(ValueError, match="points"):
