@@ -1,0 +1,29 @@
+"""The two criteria of the study, from the shared core (``influencerformer``).
+
+Assign one to ``model.criterion``; ``num_classes`` follows ``model.num_classes``.
+Weights multiply the unweighted terms the criteria return (their deep-supervision
+copies ``<name>_<i>`` get the same weight).
+"""
+from detectron2.config import LazyCall as L
+
+from influencerformer.criterion import HungarianCriterion, InfluencerCriterion
+from influencerformer.matching import HungarianMatcher
+
+# Mask2Former's baseline: Hungarian matching + CE / sigmoid-BCE / dice on sampled points
+hungarian = L(HungarianCriterion)(
+    num_classes="${..num_classes}",
+    matcher=L(HungarianMatcher)(cost_class=2.0, cost_mask=5.0, cost_dice=5.0, num_points="${..num_points}"),
+    weight_dict={"loss_ce": 2.0, "loss_mask": 5.0, "loss_dice": 5.0},
+    eos_coef=0.1,
+    num_points=12544,
+    oversample_ratio=3.0,
+    importance_sample_ratio=0.75,
+)
+
+# matching-free Influencer loss
+influencer = L(InfluencerCriterion)(
+    num_classes="${..num_classes}",
+    weight_dict={"loss_ce": 2.0, "loss_influencer": 5.0},
+    eos_coef=0.1,
+    num_points=12544,
+)

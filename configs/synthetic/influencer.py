@@ -1,0 +1,8 @@
+"""Synthetic shapes, small Mask2Former, Influencer loss."""
+from ._base_ import dataloader, lr_multiplier, model, optimizer, train
+from ..common.criterion import influencer as _criterion
+
+model.criterion = _criterion
+train.output_dir = "./output/synthetic_influencer"
+# the masks are predicted at 32x32: fewer sampled points suffice
+model.criterion.num_points = 2048

@@ -1,0 +1,50 @@
+"""Shared fixtures of the detectron2 tests.
+
+Modules here that need detectron2 call ``pytest.importorskip("detectron2")`` at the top,
+so they skip where it is not installed; this file imports nothing beyond pytest/stdlib.
+"""
+import importlib.util
+import os
+import sys
+
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+# a small copy of the synthetic dataset, shared by the tests of one session
+TINY_SPEC = dict(num_train=16, num_val=8, image_size=64, max_objects=4, seed=7)
+
+
+def load_generator():
+    """datasets/synthetic_coco.py, loaded by path (``datasets`` is not a package)."""
+    name = "influencerformer_synthetic_coco"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO_ROOT, "datasets", "synthetic_coco.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic_root(tmp_path_factory):
+    """A generated tiny synthetic dataset (needs Pillow); returns its root folder."""
+    pytest.importorskip("PIL")
+    gen = load_generator()
+    root = str(tmp_path_factory.mktemp("synthetic") / "synthetic_coco")
+    gen.write_dataset(root, gen.SyntheticCocoSpec(**TINY_SPEC))
+    return root
+
+
+@pytest.fixture
+def synthetic_registered(tiny_synthetic_root, monkeypatch):
+    """Registers synthetic_coco_{train,val} on the tiny dataset (and the env var for subprocesses)."""
+    from projects.mask2former.data import register_synthetic_coco
+
+    monkeypatch.setenv("INFLUENCERFORMER_SYNTHETIC_ROOT", tiny_synthetic_root)
+    register_synthetic_coco(tiny_synthetic_root)
+    yield tiny_synthetic_root
+    register_synthetic_coco()  # back to the default root

@@ -1,0 +1,114 @@
+"""Every config builds; the COCO model has the published R50 size; the paired configs
+differ only in the criterion."""
+import os
+
+import pytest
+
+pytest.importorskip("detectron2")
+
+from detectron2.config import LazyConfig, instantiate  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from conftest import REPO_ROOT  # noqa: E402
+
+CONFIGS = ["coco/influencer.py", "coco/hungarian.py", "synthetic/influencer.py", "synthetic/hungarian.py"]
+CRITERIA = {"influencer": "InfluencerCriterion", "hungarian": "HungarianCriterion"}
+
+
+def load(name):
+    return LazyConfig.load(os.path.join(REPO_ROOT, "configs", name))
+
+
+def count(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_model_builds(name):
+    cfg = load(name)
+    model = instantiate(cfg.model)
+    kind = os.path.basename(name)[: -len(".py")]
+    assert type(model.criterion).__name__ == CRITERIA[kind]
+    assert model.criterion.num_classes == model.num_classes == model.transformer_decoder.num_classes
+    assert len(model.transformer_decoder.cross_attention_layers) == cfg.model.transformer_decoder.dec_layers
+    if name.startswith("coco/"):
+        total, backbone = count(model), count(model.backbone)
+        assert model.num_classes == 80
+        assert model.transformer_decoder.num_queries == 100
+        assert abs(total - 44.0e6) / 44.0e6 < 0.03, total
+        assert abs(backbone - 23.5e6) / 23.5e6 < 0.03, backbone
+    else:
+        assert count(model) < 15e6
+
+
+@pytest.mark.parametrize("dataset", ["coco", "synthetic"])
+def test_pair_differs_only_in_criterion(dataset):
+    a = OmegaConf.to_container(load(f"{dataset}/influencer.py"), resolve=False)
+    b = OmegaConf.to_container(load(f"{dataset}/hungarian.py"), resolve=False)
+    for cfg in (a, b):
+        cfg["model"].pop("criterion")
+        cfg["train"].pop("output_dir")
+    assert a == b
+
+
+def test_coco_recipe():
+    cfg = load("coco/influencer.py")
+    assert cfg.dataloader.train.total_batch_size == 16
+    assert cfg.train.max_iter == 368750
+    assert cfg.train.amp.enabled
+    assert cfg.train.init_checkpoint == "detectron2://ImageNetPretrained/torchvision/R-50.pkl"
+    assert cfg.optimizer.optimizer == "AdamW"
+    assert cfg.optimizer.lr == 1e-4 and cfg.optimizer.weight_decay == 0.05
+    assert cfg.optimizer.params.backbone_multiplier == 0.1
+    assert cfg.optimizer.clip_grad_norm == 0.01
+    aug = cfg.dataloader.train.mapper.augmentations
+    assert (aug.image_size, aug.min_scale, aug.max_scale, aug.horizontal_flip) == (1024, 0.1, 2.0, True)
+    assert cfg.dataloader.test.dataset.names == "coco_2017_val"
+    assert cfg.dataloader.evaluator.dataset_name == "coco_2017_val"
+    assert dict(cfg.model.criterion.weight_dict) == {"loss_ce": 2.0, "loss_influencer": 5.0}
+    assert dict(load("coco/hungarian.py").model.criterion.weight_dict) == {
+        "loss_ce": 2.0,
+        "loss_mask": 5.0,
+        "loss_dice": 5.0,
+    }
+
+    sched = instantiate(cfg.lr_multiplier)
+    assert sched(0.0) == 1.0
+    assert sched(0.899) == pytest.approx(1.0)
+    assert sched(0.901) == pytest.approx(0.1)
+    assert sched(0.951) == pytest.approx(0.01)
+    # the steps follow train.max_iter overrides
+    cfg = LazyConfig.apply_overrides(cfg, ["train.max_iter=1000"])
+    sched = instantiate(cfg.lr_multiplier)
+    assert [sched(i / 1000) for i in (899, 900, 949, 950)] == pytest.approx([1.0, 0.1, 0.1, 0.01])
+
+
+def test_optimizer_groups_and_clipping():
+    import torch
+
+    cfg = load("synthetic/influencer.py")
+    cfg = LazyConfig.apply_overrides(cfg, ["optimizer.params.backbone_multiplier=0.1", "optimizer.clip_grad_norm=0.01"])
+    model = instantiate(cfg.model)
+    cfg.optimizer.params.model = model
+    opt = instantiate(cfg.optimizer)
+    lr = cfg.optimizer.lr
+    backbone = {id(p) for p in model.backbone.parameters()}
+    embeds = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    norms = {id(p) for m in model.modules() if isinstance(m, (torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.BatchNorm2d)) for p in m.parameters(recurse=False)}
+    n_params = 0
+    for group in opt.param_groups:
+        for p in group["params"]:
+            n_params += 1
+            assert group["lr"] == pytest.approx(lr * (0.1 if id(p) in backbone else 1.0))
+            expected_wd = 0.0 if (id(p) in embeds or id(p) in norms) else cfg.optimizer.weight_decay
+            assert group["weight_decay"] == expected_wd
+    assert n_params == len([p for p in model.parameters() if p.requires_grad])
+
+    # full-model clipping: the global norm after step's clip is <= 0.01
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    before = [p.detach().clone() for p in model.parameters()]
+    opt.step()
+    total = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in model.parameters()))
+    assert total <= 0.01 + 1e-6
+    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))

@@ -1,0 +1,92 @@
+"""tools/train_net.py end to end on the CPU: train, resume, evaluate; 2 processes (gloo)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("detectron2")
+
+from conftest import REPO_ROOT  # noqa: E402
+
+SMALL = [
+    "model.transformer_decoder.num_queries=6",
+    "model.transformer_decoder.dec_layers=2",
+    "model.pixel_decoder.num_encoder_layers=1",
+    "model.criterion.num_points=256",
+    "dataloader.train.mapper.augmentations.image_size=64",
+    "dataloader.train.num_workers=0",
+    "dataloader.test.num_workers=0",
+    "train.log_period=1",
+]
+
+
+def run(args, root, timeout=600):
+    env = dict(os.environ, INFLUENCERFORMER_SYNTHETIC_ROOT=root, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, os.path.join(REPO_ROOT, "tools", "train_net.py")] + args
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    return proc.stdout + proc.stderr
+
+
+def metrics(out_dir):
+    with open(os.path.join(out_dir, "metrics.json")) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+@pytest.mark.parametrize("criterion", ["hungarian"])
+def test_train_resume_eval(criterion, tiny_synthetic_root, tmp_path):
+    out = str(tmp_path / "out")
+    base = ["--config-file", f"configs/synthetic/{criterion}.py"] + SMALL + [
+        f"train.output_dir={out}",
+        "dataloader.train.total_batch_size=2",
+        "train.checkpointer.period=2",
+        "train.eval_period=0",
+    ]
+    log = run(base + ["train.max_iter=3"], tiny_synthetic_root)
+    assert "Starting training from iteration 0" in log
+    assert "eta" in log.lower()
+    files = set(os.listdir(out))
+    assert {"model_final.pth", "model_0000001.pth", "last_checkpoint", "metrics.json", "config.yaml"} <= files
+    assert any(f.startswith("events.out.tfevents") for f in files)
+    iters = [m["iteration"] for m in metrics(out) if "total_loss" in m]
+    assert iters[-1] == 2
+    # the final evaluation (EvalHook after the last iteration)
+    assert any("segm/AP" in m for m in metrics(out))
+
+    log = run(["--resume"] + base + ["train.max_iter=5"], tiny_synthetic_root)
+    assert "Starting training from iteration 3" in log
+    assert "model_final.pth" in log  # resumed from it
+    iters = [m["iteration"] for m in metrics(out) if "total_loss" in m]
+    assert iters[-1] == 4 and 3 in iters
+
+    log = run(
+        ["--config-file", f"configs/synthetic/{criterion}.py", "--eval-only"]
+        + SMALL
+        + [f"train.output_dir={tmp_path / 'eval'}", f"train.init_checkpoint={out}/model_final.pth"],
+        tiny_synthetic_root,
+    )
+    assert "Evaluation results for segm" in log
+
+
+def test_two_process_gloo(tiny_synthetic_root, tmp_path):
+    out = str(tmp_path / "ddp")
+    log = run(
+        ["--config-file", "configs/synthetic/influencer.py", "--num-gpus", "2"]
+        + SMALL
+        + [
+            f"train.output_dir={out}",
+            "dataloader.train.total_batch_size=2",
+            "train.max_iter=2",
+            "train.checkpointer.period=100",
+            "train.eval_period=0",
+        ],
+        tiny_synthetic_root,
+    )
+    assert "Rank of current process: 0. World size: 2" in log
+    # other ranks log to their own file only
+    with open(os.path.join(out, "log.txt.rank1")) as f:
+        assert "Rank of current process: 1. World size: 2" in f.read()
+    assert os.path.isfile(os.path.join(out, "model_final.pth"))
+    assert any("segm/AP" in m for m in metrics(out))
