@@ -45,6 +45,9 @@ def parse_args(argv=None):
     p.add_argument("--output", required=True, help="folder for the PNGs (created if missing)")
     p.add_argument("--confidence-threshold", type=float, default=0.5)
     p.add_argument("--owner-threshold", type=float, default=0.5)
+    p.add_argument(
+        "--min-size", type=int, default=512, help="small images are drawn enlarged to at least this size"
+    )
     p.add_argument("opts", nargs=argparse.REMAINDER, help="key=value config overrides")
     return p.parse_args(argv)
 
@@ -121,9 +124,14 @@ def main(argv=None) -> int:
         image_rgb = read_image(path, format="RGB")
 
         stem = os.path.splitext(os.path.basename(path))[0]
-        drawn = Visualizer(image_rgb, metadata, instance_mode=ColorMode.IMAGE).draw_instance_predictions(instances)
-        save_png(os.path.join(args.output, f"{stem}.png"), drawn.get_image())
-        save_png(os.path.join(args.output, f"{stem}_queries.png"), draw_owners(image_rgb, owner, num_queries))
+        scale = max(1.0, args.min_size / max(image_rgb.shape[:2]))
+        drawn = Visualizer(image_rgb, metadata, scale=scale, instance_mode=ColorMode.IMAGE)
+        drawn = drawn.draw_instance_predictions(instances).get_image()
+        save_png(os.path.join(args.output, f"{stem}.png"), drawn)
+        factor = int(round(scale))  # nearest-neighbour enlargement keeps the owner borders sharp
+        big_image = image_rgb.repeat(factor, axis=0).repeat(factor, axis=1)
+        big_owner = owner.repeat(factor, axis=0).repeat(factor, axis=1)
+        save_png(os.path.join(args.output, f"{stem}_queries.png"), draw_owners(big_image, big_owner, num_queries))
         logger.info(
             f"{path}: {len(instances)} instances >= {args.confidence_threshold}, "
             f"{len(np.unique(owner[owner >= 0]))} queries own pixels"

@@ -17,6 +17,6 @@ train.max_iter = 1000
 train.init_checkpoint = ""
 train.amp.enabled = False
 train.checkpointer.period = 250
-train.eval_period = 250
+train.eval_period = 500
 train.log_period = 20
 train.seed = 0

@@ -45,6 +45,7 @@ def synthetic_registered(tiny_synthetic_root, monkeypatch):
     from projects.mask2former.data import register_synthetic_coco
 
     monkeypatch.setenv("INFLUENCERFORMER_SYNTHETIC_ROOT", tiny_synthetic_root)
-    register_synthetic_coco(tiny_synthetic_root)
+    gen = load_generator()
+    register_synthetic_coco(tiny_synthetic_root, gen.SyntheticCocoSpec(**TINY_SPEC))
     yield tiny_synthetic_root
     register_synthetic_coco()  # back to the default root

@@ -1,5 +1,4 @@
 """Mapper, dataset registration and their errors."""
-import json
 import os
 
 import numpy as np

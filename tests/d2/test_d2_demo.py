@@ -37,7 +37,10 @@ def test_demo_writes_two_pngs_per_image(tiny_synthetic_root, tmp_path):
     assert sorted(os.listdir(out)) == ["000000.png", "000000_queries.png", "000001.png", "000001_queries.png"]
     for name in os.listdir(out):
         im = np.asarray(Image.open(out / name))
-        assert im.shape == (64, 64, 3)
+        assert im.shape[2] == 3 and im.shape[0] >= 64
+    a = np.asarray(Image.open(out / "000000.png"))
+    b = np.asarray(Image.open(out / "000000_queries.png"))
+    assert a.shape == b.shape == (512, 512, 3)  # small images are enlarged to --min-size
 
 
 def test_draw_owners_colours_each_query():

@@ -131,9 +131,10 @@ def test_cli_and_ensure(tmp_path):
     root = tmp_path / "a"
     assert gen.main(["--root", str(root), "--num-train", "2", "--num-val", "1", "--image-size", "32"]) == 0
     assert gen.is_complete(str(root))
-    # ensure keeps an existing complete dataset
+    # ensure keeps an existing complete dataset (warning when it was made differently)
     mtime = os.path.getmtime(root / "generator.json")
-    gen.ensure_dataset(str(root), SPEC)
+    with pytest.warns(UserWarning, match="--force"):
+        gen.ensure_dataset(str(root), SPEC)
     assert os.path.getmtime(root / "generator.json") == mtime
     # ensure generates a missing one
     gen.ensure_dataset(str(tmp_path / "b"), SPEC)

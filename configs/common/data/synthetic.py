@@ -2,7 +2,6 @@
 
 128x128 images; training uses a mild scale jitter (0.8-1.25) with a 128 crop and flip.
 """
-from detectron2.config import LazyCall as L
 
 from .coco_instance_lsj import dataloader
 

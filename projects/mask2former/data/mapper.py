@@ -2,14 +2,14 @@
 
 import copy
 import logging
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 import torch
 
 import detectron2.data.transforms as T
 from detectron2.data import detection_utils as utils
-from detectron2.structures import BitMasks, Instances
+from detectron2.structures import BitMasks
 
 __all__ = ["InstanceMaskDatasetMapper", "lsj_augmentations", "resize_shortest_edge"]
 

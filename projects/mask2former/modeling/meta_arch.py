@@ -8,7 +8,7 @@ any object with the same call convention) and turns predictions into
 detectron2 ``Instances`` at inference.
 """
 
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import torch
 from torch import nn
