@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import List, Mapping, Sequence, Tuple
 
-import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
@@ -82,4 +81,4 @@ def assignment_matrix(indices: Tuple[Tensor, Tensor], num_targets: int, num_quer
     return mat
 
 
-__all__ = ["HungarianMatcher", "assignment_matrix", "np"]
+__all__ = ["HungarianMatcher", "assignment_matrix"]
