@@ -16,14 +16,10 @@ CPU peak memory is the rise of the process's resident high-water mark during the
 from __future__ import annotations
 
 import argparse
-import datetime
 import itertools
 import json
-import os
-import platform
 import re
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -37,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from influencerformer.criterion import HungarianCriterion, InfluencerCriterion  # noqa: E402
 from influencerformer.matching import HungarianMatcher  # noqa: E402
+from tools.provenance import machine_info  # noqa: E402
 
 NUM_CLASSES = 80
 HUNGARIAN_WEIGHTS = {"loss_ce": 2.0, "loss_mask": 5.0, "loss_dice": 5.0}
@@ -251,21 +248,6 @@ def configs_for(args) -> List[Config]:
         for q, k, p, l in itertools.product(GRID["queries"], GRID["instances"], pts, GRID["layers"]):
             cfgs.append(Config(form, q, k, p, l, args.batch, args.image_size))
     return cfgs
-
-
-def machine_info(devices: List[torch.device]) -> dict:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, check=False).stdout.strip() or None
-    except OSError:
-        commit = None
-    info = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "commit": commit, "torch": torch.__version__, "python": platform.python_version(),
-            "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads()}
-    if any(d.type == "cuda" for d in devices):
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
 
 
 def format_row(device: str, cfg: Config, res: Dict[str, dict]) -> str:

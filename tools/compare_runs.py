@@ -44,6 +44,7 @@ class Run:
                     raise ValueError(f"{metrics}:{n}: not JSON ({err})") from None
         info_file = path / "run_info.json"
         info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+        self.info = info
         match = re.match(r"(.*?)(?:_seed(\d+))?$", path.name)
         self.arm = info.get("arm") or match.group(1)
         self.seed = info.get("seed", int(match.group(2)) if match.group(2) else 0)
@@ -104,6 +105,19 @@ def summary_table(arms: Dict[str, List[Run]], reference: str) -> str:
                      f"{mean_spread([r.final('segm/AP50') for r in runs])} | "
                      f"{mean_spread([r.final('segm/AP75') for r in runs])} | {reach_txt} | "
                      f"{mean_spread(spi) if any(s is not None for s in spi) else '–'} |")
+    return "\n".join(lines)
+
+
+def provenance_table(arms: Dict[str, List[Run]]) -> str:
+    """Where each run comes from (``run_info.json`` of tools/run_ab.py): commit, host, threads,
+    wall time, command."""
+    lines = ["| arm | seed | commit | host | threads | wall time | command |", "|---|---|---|---|---|---|---|"]
+    for arm, runs in sorted(arms.items()):
+        for r in sorted(runs, key=lambda r: r.seed):
+            wall = r.info.get("wall_s")
+            lines.append(f"| {arm} | {r.seed} | {r.info.get('commit', '–')} | {r.info.get('host', '–')} | "
+                         f"{r.info.get('threads', '–')} | {'–' if wall is None else f'{wall / 60:.1f} min'} | "
+                         f"`{r.info.get('command', '–')}` |")
     return "\n".join(lines)
 
 
@@ -192,7 +206,8 @@ def main(argv=None) -> str:
     args.output.mkdir(parents=True, exist_ok=True)
     table = summary_table(arms, args.reference)
     plots = write_plots(arms, args.output)
-    report = table + "\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in plots) + "\n"
+    report = (table + "\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in plots) + "\n\n"
+              + provenance_table(arms) + "\n")
     tmp = args.output / "results.md.tmp"
     tmp.write_text(report)
     tmp.replace(args.output / "results.md")

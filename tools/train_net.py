@@ -11,6 +11,7 @@ Everything after the flags is a ``key=value`` override of the config.  Without C
 model runs on the CPU (AMP off); ``--num-gpus N`` then starts N CPU processes (gloo).
 """
 
+import copy
 import logging
 import os
 import sys
@@ -76,6 +77,27 @@ def build_ddp(cfg, model):
     return create_ddp_model(model, **kwargs)
 
 
+def build_diagnostics_hook(cfg):
+    """``AssignmentDiagnosticsHook`` on the first ``num_images`` training images, mapped without
+    augmentation (the same probe at every logging step); None when ``period`` is 0."""
+    diag = cfg.train.get("diagnostics")
+    if not diag or int(diag.get("period", 0)) <= 0:
+        return None
+    from projects.mask2former.hooks import AssignmentDiagnosticsHook
+
+    if int(diag.period) < int(cfg.train.log_period):
+        logger.warning(f"train.diagnostics.period={diag.period} < train.log_period={cfg.train.log_period}: "
+                       "metrics.json keeps only the last diagnostics between two writes")
+    dataset_cfg = copy.deepcopy(cfg.dataloader.train.dataset)
+    if diag.get("dataset"):
+        dataset_cfg.names = diag.dataset
+    dicts = instantiate(dataset_cfg)[: int(diag.get("num_images", 8))]
+    mapper_cfg = copy.deepcopy(cfg.dataloader.train.mapper)
+    mapper_cfg.augmentations = []
+    mapper = instantiate(mapper_cfg)
+    return AssignmentDiagnosticsHook([mapper(d) for d in dicts], int(diag.period))
+
+
 def do_train(args, cfg):
     model = instantiate(cfg.model)
     logger.info("Model:\n{}".format(model))
@@ -94,6 +116,7 @@ def do_train(args, cfg):
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
             hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,
             hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model)),
+            build_diagnostics_hook(cfg),  # before the writer: its scalars go out the same step
             hooks.PeriodicWriter(
                 default_writers(cfg.train.output_dir, cfg.train.max_iter), period=cfg.train.log_period
             )

@@ -12,4 +12,7 @@ train = dict(
     log_period=20,
     device="cuda",  # tools/train_net.py falls back to "cpu" when CUDA is unavailable
     seed=-1,  # < 0: random
+    # assignment diagnostics (diag/* in metrics.json) on the first num_images training images,
+    # every period iterations; dataset=None: the training set; period=0: off
+    diagnostics=dict(period=1000, num_images=8, dataset=None),
 )

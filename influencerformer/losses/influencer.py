@@ -42,26 +42,33 @@ def claim_scores(log_probs: Tensor, target_masks: Tensor) -> Tensor:
 
 
 class _LogSigmoidStatistics(torch.autograd.Function):
-    """``(W @ logsigmoid(z).T, W @ z.T)`` for a constant (R, P) weight matrix ``W``.
+    """``(W @ logsigmoid(z).T, W @ z.T[, W @ sigmoid(z).T])`` for a constant (R, P) weight matrix ``W``.
 
     Every quantity of the exclusive loss that touches the (Q, P) logits is a weighted mean of
-    ``log s`` or of ``softplus(z) = z - log s`` over some points, i.e. a row of these two
-    products. Fusing them keeps the Q x P work to one ``logsigmoid`` and two matmuls forward,
-    one ``sigmoid`` and two matmuls backward, and saves only ``z`` for backward.
+    ``log s`` or of ``softplus(z) = z - log s`` over some points, i.e. a row of the first two
+    products (the optional owner dice also needs means of ``s``). Fusing them keeps the Q x P
+    work to one ``logsigmoid`` and two matmuls forward, one ``sigmoid`` and two matmuls
+    backward (one more of each for ``s``), and saves only ``z`` for backward.
     """
 
     @staticmethod
-    def forward(ctx, logits: Tensor, weights: Tensor):
+    def forward(ctx, logits: Tensor, weights: Tensor, with_sigmoid: bool = False):
         ctx.save_for_backward(logits, weights)
-        return weights @ F.logsigmoid(logits).transpose(0, 1), weights @ logits.transpose(0, 1)
+        ctx.with_sigmoid = with_sigmoid
+        stats = (weights @ F.logsigmoid(logits).transpose(0, 1), weights @ logits.transpose(0, 1))
+        if with_sigmoid:
+            stats += (weights @ torch.sigmoid(logits).transpose(0, 1),)
+        return stats
 
     @staticmethod
-    def backward(ctx, grad_log: Tensor, grad_lin: Tensor):
+    def backward(ctx, grad_log: Tensor, grad_lin: Tensor, grad_sig: Optional[Tensor] = None):
         logits, weights = ctx.saved_tensors
-        grad = torch.sigmoid(-logits)  # d logsigmoid(z) / dz
-        grad.mul_(grad_log.transpose(0, 1) @ weights)
+        sig_neg = torch.sigmoid(-logits)  # d logsigmoid(z) / dz
+        grad = sig_neg * (grad_log.transpose(0, 1) @ weights)
         grad.addmm_(grad_lin.transpose(0, 1), weights)
-        return grad, None
+        if ctx.with_sigmoid and grad_sig is not None:
+            grad.addcmul_(sig_neg * (1.0 - sig_neg), grad_sig.transpose(0, 1) @ weights)  # ds/dz = s(1 - s)
+        return grad, None, None
 
 
 def sinkhorn_ownership(claims: Tensor, dustbin: Tensor, temperature: float, num_iters: int) -> Tensor:
@@ -127,6 +134,7 @@ class InfluencerTargets(NamedTuple):
     exclusive_rows: int  # index of the first exclusive-mean row (0 when masks are disjoint)
     kept: Tensor  # (K_all,) bool: instances with at least one point
     background: Tensor  # (P,) background weight in [0, 1]
+    areas: Tensor  # (K,) point count of each kept instance
 
 
 def prepare_influencer_targets(target_masks: Tensor, dtype: Optional[torch.dtype] = None) -> InfluencerTargets:
@@ -150,7 +158,7 @@ def prepare_influencer_targets(target_masks: Tensor, dtype: Optional[torch.dtype
         background = all_masks.new_ones(all_masks.shape[1])
     rows += [(background / background.sum().clamp(min=1.0))[None],
              torch.full_like(background, 1.0 / background.numel())[None]]
-    return InfluencerTargets(torch.cat(rows), num_inst, exclusive_rows, kept, background)
+    return InfluencerTargets(torch.cat(rows), num_inst, exclusive_rows, kept, background, masks.sum(dim=1))
 
 
 def _validate(mask_logits: Tensor, target_masks: Tensor, formulation: str, temperature: float,
@@ -186,6 +194,8 @@ def mask_influencer_loss(
     temperature: Optional[float] = None,
     sinkhorn_iters: int = 10,
     exclusion: str = "sum",
+    dice_weight: float = 0.0,
+    detach_ownership: bool = False,
     return_ownership: bool = False,
     targets: Optional[InfluencerTargets] = None,
 ) -> Dict[str, Tensor]:
@@ -201,6 +211,10 @@ def mask_influencer_loss(
         excl_weight, sinkhorn_iters, exclusion: used by "exclusive" only. ``exclusion="sum"``
             pushes every non-owner with weight ``1 - ownership``; ``"share"`` also scales by the
             query's share of the instance's "yes" (gentler on shared network features).
+        dice_weight: "exclusive" only; > 0 adds the owner dice ``mean_k sum_q own[k, q] dice(s_q, M_k)``
+            (Mask2Former's dice, +1 smoothed): >= 0, 0 at the one-to-one assignment.
+        detach_ownership: "exclusive" only; use the ownership as constant weights (as a matcher's
+            assignment is), so no gradient flows through the Sinkhorn normalisation.
         targets: :func:`prepare_influencer_targets` of ``target_masks``, when the caller reuses
             them over several decoder layers.
         return_ownership: also return the detached (K, Q) ownership (``"ownership"``) used for
@@ -238,7 +252,8 @@ def mask_influencer_loss(
         return out
 
     # "exclusive": every term >= 0, all zero exactly at the one-to-one assignment.
-    stats_log, stats_lin = _LogSigmoidStatistics.apply(mask_logits, weights)
+    stats = _LogSigmoidStatistics.apply(mask_logits, weights, dice_weight > 0)
+    stats_log, stats_lin = stats[0], stats[1]
     claims = stats_log[:num_inst]  # (K, Q) log geometric means
     mean_softplus = stats_lin - stats_log  # (R, Q): weighted means of softplus(z) = -log(1 - s)
     first_excl = targets.exclusive_rows
@@ -250,6 +265,8 @@ def mask_influencer_loss(
     if num_inst == 0:
         out = {"loss": bg_weight * bg_term, "attractive": zero.detach(), "repulsive": zero.detach(),
                "background": bg_term.detach(), "exclusion": zero.detach()}
+        if dice_weight > 0:
+            out["dice"] = zero.detach()
         if return_ownership:
             out["ownership"] = full_rows(mask_logits.new_zeros(0, num_queries))
             out["dustbin_ownership"] = mask_logits.new_ones(num_queries).detach()
@@ -257,6 +274,8 @@ def mask_influencer_loss(
 
     log_own = sinkhorn_ownership(claims, silence, temperature, sinkhorn_iters)
     own = log_own[:num_inst].exp()  # (K, Q), rows sum to 1
+    if detach_ownership:
+        own = own.detach()
     attractive = -(own * claims).sum(dim=1).mean()
     # Exclusion on each instance's exclusive points: every non-owner must say "no" there.
     weight = 1.0 - own
@@ -272,6 +291,14 @@ def mask_influencer_loss(
             + excl_weight * exclusion_term)
     out = {"loss": loss, "attractive": attractive.detach(), "repulsive": repulsive.detach(),
            "background": bg_term.detach(), "exclusion": exclusion_term.detach()}
+    if dice_weight > 0:
+        mean_prob = stats[2]  # (R, Q) weighted means of s
+        overlap = targets.areas.to(mean_prob.dtype)[:, None] * mean_prob[:num_inst]  # sum_{p in k} s
+        total = mean_prob[-1] * mask_logits.shape[1]  # sum_p s, (Q,)
+        dice = 1.0 - (2.0 * overlap + 1.0) / (total[None, :] + targets.areas[:, None] + 1.0)
+        dice_term = (own * dice).sum(dim=1).mean()
+        out["loss"] = loss + dice_weight * dice_term
+        out["dice"] = dice_term.detach()
     if return_ownership:
         out["ownership"] = full_rows(own)
         if log_own.shape[0] > num_inst:
@@ -287,13 +314,15 @@ class MaskInfluencerLoss(nn.Module):
     def __init__(self, *, formulation: str = "exclusive", attr_weight: float = 1.0,
                  rep_weight: float = 1.0, bg_weight: float = 1.0, excl_weight: float = 1.0,
                  rep_margin: float = 1.0, temperature: Optional[float] = None,
-                 sinkhorn_iters: int = 10, exclusion: str = "sum"):
+                 sinkhorn_iters: int = 10, exclusion: str = "sum", dice_weight: float = 0.0,
+                 detach_ownership: bool = False):
         super().__init__()
         if formulation not in FORMULATIONS:
             raise ValueError(f"formulation must be one of {FORMULATIONS}; got {formulation!r}")
         self.kwargs = dict(formulation=formulation, attr_weight=attr_weight, rep_weight=rep_weight,
                            bg_weight=bg_weight, excl_weight=excl_weight, rep_margin=rep_margin,
-                           temperature=temperature, sinkhorn_iters=sinkhorn_iters, exclusion=exclusion)
+                           temperature=temperature, sinkhorn_iters=sinkhorn_iters, exclusion=exclusion,
+                           dice_weight=dice_weight, detach_ownership=detach_ownership)
 
     def forward(self, mask_logits: Tensor, target_masks: Tensor,
                 return_ownership: bool = False) -> Dict[str, Tensor]:

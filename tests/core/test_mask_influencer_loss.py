@@ -61,7 +61,10 @@ def reference_exclusive(z, masks, T=0.2, margin=1.0, iters=10, share=True):
     rep = sum(max(0.0, margin - math.dist(prof[k], prof[l])) for k in range(K) for l in range(K) if k != l) / max(1, K * (K - 1))
     bg = [p for p in range(P) if not any(masks[k][p] for k in range(K))]
     bgt = sum(softplus(z[q][p]) for q in range(Q) for p in bg) / len(bg)
-    return attr, rep, bgt, excl
+    prob = [[1 / (1 + math.exp(-x)) for x in row] for row in z]
+    dice = sum(sum(own[k][q] * (1 - (2 * sum(prob[q][p] for p in range(P) if masks[k][p]) + 1)
+                                / (sum(prob[q]) + sum(masks[k]) + 1)) for q in range(Q)) for k in range(K)) / K
+    return attr, rep, bgt, excl, dice
 
 
 @pytest.fixture
@@ -89,14 +92,15 @@ def test_original_terms_match_scalar_reference(tiny):
 def test_exclusive_terms_match_scalar_reference(tiny, exclusion):
     z, masks = tiny
     out = mask_influencer_loss(z, masks, formulation="exclusive", temperature=0.5, rep_margin=1.2,
-                               attr_weight=1.5, excl_weight=0.7, exclusion=exclusion)
-    attr, rep, bg, excl = reference_exclusive(z.tolist(), masks.tolist(), T=0.5, margin=1.2,
-                                              share=exclusion == "share")
+                               attr_weight=1.5, excl_weight=0.7, exclusion=exclusion, dice_weight=0.3)
+    attr, rep, bg, excl, dice = reference_exclusive(z.tolist(), masks.tolist(), T=0.5, margin=1.2,
+                                                    share=exclusion == "share")
     assert out["attractive"].item() == pytest.approx(attr, rel=1e-9)
     assert out["repulsive"].item() == pytest.approx(rep, rel=1e-9, abs=1e-12)
     assert out["background"].item() == pytest.approx(bg, rel=1e-9)
     assert out["exclusion"].item() == pytest.approx(excl, rel=1e-9)
-    assert out["loss"].item() == pytest.approx(1.5 * attr + rep + bg + 0.7 * excl, rel=1e-9)
+    assert out["dice"].item() == pytest.approx(dice, rel=1e-9)
+    assert out["loss"].item() == pytest.approx(1.5 * attr + rep + bg + 0.7 * excl + 0.3 * dice, rel=1e-9)
 
 
 def test_original_reproduces_the_published_duplicate_numbers():
@@ -110,11 +114,12 @@ def test_original_reproduces_the_published_duplicate_numbers():
     assert loss["all_claim_foreground"] == pytest.approx(-1.995, abs=1e-3)
 
 
-@pytest.mark.parametrize("exclusion", ["sum", "share"])
+@pytest.mark.parametrize("options", [{}, {"exclusion": "share"}, {"dice_weight": 1.0}],
+                         ids=["sum", "share", "dice"])
 @pytest.mark.parametrize("num_inst,num_queries", SIZES)
-def test_exclusive_ideal_is_strictly_lowest(num_inst, num_queries, exclusion):
+def test_exclusive_ideal_is_strictly_lowest(num_inst, num_queries, options):
     masks, configs = query_configurations(num_inst, num_queries)
-    loss = {name: mask_influencer_loss(z, masks, exclusion=exclusion)["loss"].item() for name, z in configs.items()}
+    loss = {name: mask_influencer_loss(z, masks, **options)["loss"].item() for name, z in configs.items()}
     assert len(loss) > 1
     for name in configs:
         if name != "ideal":
@@ -153,14 +158,35 @@ def test_invariant_to_permuting_queries_and_instances(formulation, tiny):
         assert out[key].item() == pytest.approx(ref[key].item(), rel=1e-9, abs=1e-12), key
 
 
-@pytest.mark.parametrize("formulation,exclusion", [("original", "sum"), ("exclusive", "sum"), ("exclusive", "share")])
-def test_gradcheck(formulation, exclusion, tiny):
+@pytest.mark.parametrize("formulation,options", [("original", {}), ("exclusive", {}),
+                                                 ("exclusive", {"exclusion": "share"}),
+                                                 ("exclusive", {"dice_weight": 0.5})])
+def test_gradcheck(formulation, options, tiny):
     z, masks = tiny
     z = z[:, :7].clone().requires_grad_(True)
     masks = masks[:, :7]
     assert torch.autograd.gradcheck(
-        lambda x: mask_influencer_loss(x, masks, formulation=formulation, exclusion=exclusion)["loss"], (z,),
+        lambda x: mask_influencer_loss(x, masks, formulation=formulation, **options)["loss"], (z,),
         eps=1e-6, atol=1e-5)
+
+
+def test_detached_ownership_only_pulls_each_query_by_its_ownership(tiny):
+    """With constant ownership the attraction is an ownership-weighted BCE towards "yes": every
+    query is pulled (never pushed) on each instance, by own[k, q] sigmoid(-z) / (|k| K). Through
+    the Sinkhorn gradient, weaker claimants are pushed off instead (rich get richer)."""
+    z, masks = tiny
+    only_attraction = dict(rep_weight=0.0, bg_weight=0.0, excl_weight=0.0, temperature=0.5)
+    grads = {}
+    for detach in (False, True):
+        x = z.clone().requires_grad_(True)
+        out = mask_influencer_loss(x, masks, detach_ownership=detach, return_ownership=True, **only_attraction)
+        out["loss"].backward()
+        grads[detach] = x.grad
+    own = out["ownership"]  # (K, Q)
+    expected = -(own.T @ (masks / masks.sum(1, keepdim=True))) * torch.sigmoid(-z) / masks.shape[0]
+    assert torch.allclose(grads[True], expected, atol=1e-12)
+    assert (grads[True] <= 0).all()
+    assert (grads[False] > 0).any()  # the undetached version pushes some claimants away
 
 
 @pytest.mark.parametrize("formulation", ["original", "exclusive"])

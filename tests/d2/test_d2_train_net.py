@@ -19,7 +19,9 @@ SMALL = [
     "dataloader.train.num_workers=0",
     "dataloader.test.num_workers=0",
     "train.log_period=1",
+    "train.diagnostics.num_images=2",
 ]
+DIAG_KEYS = {"diag/unique_best_share", "diag/multi_claim_share", "diag/owner_iou"}
 
 
 def run(args, root, timeout=600):
@@ -43,6 +45,7 @@ def test_train_resume_eval(criterion, tiny_synthetic_root, tmp_path):
         "dataloader.train.total_batch_size=2",
         "train.checkpointer.period=2",
         "train.eval_period=0",
+        "train.diagnostics.period=2",
     ]
     log = run(base + ["train.max_iter=3"], tiny_synthetic_root)
     assert "Starting training from iteration 0" in log
@@ -54,6 +57,11 @@ def test_train_resume_eval(criterion, tiny_synthetic_root, tmp_path):
     assert iters[-1] == 2
     # the final evaluation (EvalHook after the last iteration)
     assert any("segm/AP" in m for m in metrics(out))
+    # assignment diagnostics every 2 iterations and after the last one, in [0, 1]
+    diag = {m["iteration"]: m for m in metrics(out) if DIAG_KEYS <= set(m)}
+    assert sorted(diag) == [1, 2]
+    assert all(0.0 <= diag[i][k] <= 1.0 for i in diag for k in DIAG_KEYS)
+    assert "diag/owner_change_rate" not in diag[1] and 0.0 <= diag[2]["diag/owner_change_rate"] <= 1.0
 
     log = run(["--resume"] + base + ["train.max_iter=5"], tiny_synthetic_root)
     assert "Starting training from iteration 3" in log
@@ -81,6 +89,7 @@ def test_two_process_gloo(tiny_synthetic_root, tmp_path):
             "train.max_iter=2",
             "train.checkpointer.period=100",
             "train.eval_period=0",
+            "train.diagnostics.period=1",  # the criterion's all-reduce runs on every rank
         ],
         tiny_synthetic_root,
     )
@@ -90,3 +99,4 @@ def test_two_process_gloo(tiny_synthetic_root, tmp_path):
         assert "Rank of current process: 1. World size: 2" in f.read()
     assert os.path.isfile(os.path.join(out, "model_final.pth"))
     assert any("segm/AP" in m for m in metrics(out))
+    assert sum(DIAG_KEYS <= set(m) for m in metrics(out)) == 2

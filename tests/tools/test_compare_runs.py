@@ -22,7 +22,8 @@ def test_table_and_plots(tmp_path):
         write_run(tmp_path / f"i{seed}", "influencer", seed, [(99, 37), (199, 41), (299, 44)], 0.25)
     out = tmp_path / "report"
     report = compare_runs.main([str(p) for p in sorted(tmp_path.glob("[hi]*"))] + ["--output", str(out)])
-    rows = {line.split("|")[1].strip(): line for line in report.splitlines() if line.startswith("| ")}
+    summary = report.split("\n\n")[0]  # the first table; the provenance table comes last
+    rows = {line.split("|")[1].strip(): line for line in summary.splitlines() if line.startswith("| ")}
     # 90% of Hungarian's final AP (40) is 36: Hungarian reaches it at 299, Influencer at 99
     assert "(36.00)" in report.splitlines()[0]
     assert "| 299, 299 |" in rows["hungarian"] and "| 99, 99 |" in rows["influencer"]
@@ -30,6 +31,7 @@ def test_table_and_plots(tmp_path):
     for name in ("ap_vs_iteration", "ap_vs_wallclock", "losses", "assignment_diagnostics"):
         assert (out / f"{name}.png").stat().st_size > 1000
     assert (out / "results.md").read_text() == report
+    assert "| hungarian | 0 |" in report.split("\n\n")[-1]  # provenance: one row per run
 
 
 def test_arm_from_folder_name_and_errors(tmp_path):

@@ -1,0 +1,43 @@
+"""tools/results_page.py: the page is generated from the artefacts and states the targets."""
+import json
+
+from test_compare_runs import write_run
+from tools import results_page
+
+
+def test_page_from_artefacts(tmp_path):
+    ab = tmp_path / "ab"
+    for seed in (0, 1):
+        write_run(ab / f"hungarian_seed{seed}", "hungarian", seed, [(99, 10), (199, 30), (299, 40)], 0.5)
+        write_run(ab / f"influencer_seed{seed}", "influencer", seed, [(99, 37), (199, 41), (299, 44)], 0.25)
+        write_run(ab / f"slow_seed{seed}", "slow", seed, [(99, 1), (199, 5), (299, 20)], 0.25)
+    cost = tmp_path / "cost.json"
+    phases = dict(forward=1.0, criterion_forward=0.5, criterion_backward=0.5, network_backward=2.0, optimizer=0.1)
+    results = {}
+    for name, crit in (("hungarian", 1.0), ("influencer", 0.25)):
+        r = dict(phases, criterion_forward=crit / 2, criterion_backward=crit / 2)
+        r["total"] = sum(r.values())
+        r["criterion"] = crit
+        r["criterion_share"] = crit / r["total"]
+        results[name] = r
+    cost.write_text(json.dumps({"command": "iteration_cost.py", "device": "cpu", "batch": 2, "size": 384,
+                                "instances": [3, 7], "iters": 3, "machine": {"cpu_count": 2}, "results": results}))
+    small = tmp_path / "small.json"
+    metrics = dict(mean_best_iou=0.5, mask_best_iou_any_query=0.6, precision=0.7, recall=0.4,
+                   instances_with_duplicates=0.0)
+    small.write_text(json.dumps({"args": {"steps": 100, "seed": 0, "influencer": {"detach_ownership": True}},
+                                 "results": {"hungarian": metrics, "exclusive": metrics}}))
+    out = tmp_path / "docs" / "results.md"
+    page = results_page.main(["--ab", str(ab), "--iteration-cost", str(cost), "--small-model", str(small),
+                              "--output", str(out)])
+    assert out.read_text() == page
+    lines = {line.split("**")[1]: line for line in page.splitlines() if line.startswith("* **")}
+    # influencer: 44 / 40 = 110%, reaches 36 at iteration 99 vs 299 -> 0.33x: both met
+    assert "110% of Hungarian's (target ≥ 100%: met)" in lines["influencer"]
+    assert "0.33x Hungarian's iterations (target ≤ 0.7x: met)" in lines["influencer"]
+    assert "50% of Hungarian's (target ≥ 100%: NOT met)" in lines["slow"] and "2 of 2 runs never reach" in lines["slow"]
+    assert "| exclusive | detach_ownership=True | 100 | 0 | 0.500 |" in page
+    assert "(target ≤ 0.5: met)" in page  # share 0.25/3.85 vs 1/4.6
+    for name in ("ap_vs_iteration", "assignment_diagnostics"):
+        assert (tmp_path / "docs" / "results" / "ab" / f"{name}.png").is_file()
+        assert f"(results/ab/{name}.png)" in page

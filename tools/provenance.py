@@ -1,0 +1,38 @@
+"""Where a measurement comes from: commit, date, machine (shared by the tools that write JSON)."""
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Optional, Sequence
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def git_commit() -> Optional[str]:
+    """Short HEAD commit, with ``+dirty`` when tracked files are modified; None outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                              text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return head.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def machine_info(devices: Sequence = ()) -> dict:
+    """Date, commit, library versions, CPU and (when a CUDA device is used) GPU."""
+    import torch
+
+    info = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "commit": git_commit(), "torch": torch.__version__, "python": platform.python_version(),
+            "host": platform.node(), "cpu": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    if any(getattr(d, "type", str(d)).startswith("cuda") for d in devices):
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info

@@ -1,0 +1,156 @@
+#!/usr/bin/env python
+"""Write docs/results.md from measured artefacts only: nothing on the page is typed by hand.
+
+    python tools/results_page.py --ab output/ab --iteration-cost docs/results/iteration_cost_cpu.json \\
+        --small-model docs/results/small_query_model_*.json --output docs/results.md
+
+* ``--ab``: a tools/run_ab.py output folder (``<arm>_seed<N>`` runs). Its plots and tables are
+  written by tools/compare_runs.py next to the page (``<output stem>/``), and the page states
+  the issue's targets -- final segm AP >= 100% of Hungarian's, 90% of it reached in <= 0.7x
+  Hungarian's iterations -- as met or not, per arm.
+* ``--iteration-cost``: JSON of tools/iteration_cost.py; target: the Influencer criterion's
+  share of the iteration <= half of Hungarian's.
+* ``--small-model``: JSON files of tools/small_query_model.py (one row per criterion and variant).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tools import compare_runs  # noqa: E402
+from tools.provenance import git_commit, machine_info  # noqa: E402
+
+REFERENCE = "hungarian"
+
+
+def _mean(values) -> Optional[float]:
+    values = [v for v in values if v is not None]
+    return statistics.mean(values) if values else None
+
+
+def ab_section(ab_dir: Path, page_dir: Path, figures: Path) -> List[str]:
+    run_dirs = sorted(p for p in ab_dir.iterdir() if (p / "metrics.json").is_file())
+    if not run_dirs:
+        raise SystemExit(f"--ab {ab_dir}: no run folders with metrics.json")
+    arms: Dict[str, List[compare_runs.Run]] = {}
+    for path in run_dirs:
+        run = compare_runs.Run(path)
+        arms.setdefault(run.arm, []).append(run)
+    figures.mkdir(parents=True, exist_ok=True)
+    plots = compare_runs.write_plots(arms, figures)
+    lines = ["## Synthetic Mask2Former A/B", "",
+             f"Runs in `{ab_dir}` ({', '.join(f'{a}: {len(r)}' for a, r in sorted(arms.items()))} seeds). "
+             "Final = the last evaluation of each run; mean ± standard deviation over seeds.", "",
+             compare_runs.summary_table(arms, REFERENCE), ""]
+    ref = arms.get(REFERENCE)
+    if ref:
+        ref_final = _mean(r.final("segm/AP") for r in ref)
+        target = 0.9 * ref_final if ref_final is not None else None
+        ref_reach = _mean(r.first_reaching("segm/AP", target) for r in ref) if target is not None else None
+        lines += ["Targets (issue 5), each arm against Hungarian:", ""]
+        for arm, runs in sorted(arms.items()):
+            if arm == REFERENCE:
+                continue
+            final = _mean(r.final("segm/AP") for r in runs)
+            reach = [r.first_reaching("segm/AP", target) for r in runs] if target is not None else []
+            ratio = None if final is None or not ref_final else final / ref_final
+            verdict = "met" if ratio is not None and ratio >= 1.0 else "NOT met"
+            line = f"* **{arm}**: final segm AP {('–' if final is None else f'{final:.2f}')} = " \
+                   f"{('–' if ratio is None else f'{100 * ratio:.0f}%')} of Hungarian's (target ≥ 100%: {verdict})"
+            if reach and all(r is not None for r in reach) and ref_reach:
+                speed = statistics.mean(reach) / ref_reach
+                line += f"; reaches 90% of it at {speed:.2f}x Hungarian's iterations (target ≤ 0.7x: " \
+                        f"{'met' if speed <= 0.7 else 'NOT met'})"
+            else:
+                missed = sum(r is None for r in reach)
+                line += f"; {missed} of {len(reach)} runs never reach 90% of Hungarian's final AP " \
+                        "(target ≤ 0.7x of its iterations: NOT met)"
+            lines.append(line)
+        lines.append("")
+    rel = figures.relative_to(page_dir) if figures.is_relative_to(page_dir) else figures
+    lines += [f"![{p.stem}]({rel / p.name})" for p in plots] + ["", "Provenance of the runs:", "",
+                                                                  compare_runs.provenance_table(arms), ""]
+    return lines
+
+
+def iteration_cost_section(path: Path) -> List[str]:
+    report = json.loads(path.read_text())
+    results = report["results"]
+    machine = report.get("machine", {})
+    lines = ["## Whole-iteration cost (COCO R50 model)", "",
+             f"`python tools/{report['command']}` — {report['device']}"
+             f"{' (' + machine['gpu'] + ')' if machine.get('gpu') else ''}, {report['batch']} images of "
+             f"{report['size']}x{report['size']}, instances per image {report['instances']}, median of "
+             f"{report['iters']} iterations; {machine.get('date', '?')}, commit {machine.get('commit', '?')}, "
+             f"{machine.get('cpu_count', '?')} CPUs, {machine.get('torch_threads', '?')} torch threads.", "",
+             "| config | forward | criterion fwd | criterion bwd | network bwd | optimiser | iteration | criterion share |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['forward']:.3f} s | {r['criterion_forward']:.3f} s | {r['criterion_backward']:.3f} s | "
+                     f"{r['network_backward']:.3f} s | {r['optimizer']:.3f} s | {r['total']:.3f} s | "
+                     f"{100 * r['criterion_share']:.1f}% |")
+    if REFERENCE in results and "influencer" in results:
+        h, i = results[REFERENCE], results["influencer"]
+        share_ratio = i["criterion_share"] / h["criterion_share"]
+        lines += ["", f"Influencer's criterion takes {i['criterion'] / h['criterion']:.2f}x Hungarian's criterion time; "
+                  f"its share of the iteration is {share_ratio:.2f}x Hungarian's (target ≤ 0.5: "
+                  f"{'met' if share_ratio <= 0.5 else 'NOT met'})."]
+    return lines + [""]
+
+
+def small_model_section(paths: List[Path]) -> List[str]:
+    lines = ["## Small query model (tools/small_query_model.py)", "",
+             "| criterion | variant | steps | seed | mean best-IoU | best-IoU, any query | precision | recall | "
+             "instances with duplicates |", "|---|---|---|---|---|---|---|---|---|"]
+    for path in paths:
+        report = json.loads(path.read_text())
+        args = report["args"]
+        variant = ",".join(f"{k}={v}" for k, v in sorted(args.get("influencer", {}).items())) or "default"
+        for name, m in report["results"].items():
+            lines.append(f"| {name} | {'–' if name == 'hungarian' else variant} | {args['steps']} | {args['seed']} | "
+                         f"{m['mean_best_iou']:.3f} | {m['mask_best_iou_any_query']:.3f} | {m['precision']:.3f} | "
+                         f"{m['recall']:.3f} | {m['instances_with_duplicates']:.3f} |")
+    return lines + [""]
+
+
+def main(argv=None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ab", type=Path, help="tools/run_ab.py output folder")
+    parser.add_argument("--iteration-cost", type=Path, help="tools/iteration_cost.py JSON")
+    parser.add_argument("--small-model", type=Path, nargs="*", default=[], help="tools/small_query_model.py JSONs")
+    parser.add_argument("--output", type=Path, default=Path("docs/results.md"))
+    args = parser.parse_args(argv)
+    for path in [args.ab, args.iteration_cost, *args.small_model]:
+        if path is not None and not path.exists():
+            parser.error(f"{path} does not exist")
+    info = machine_info()
+    command = "python tools/results_page.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    lines = ["# Results: Influencer vs Hungarian, measured", "",
+             "Generated by `tools/results_page.py` from the artefacts named in each section; do not edit by "
+             "hand — rerun the tools and this page.", "",
+             f"`{command}` — {info['date']}, commit {git_commit()}, host {info['host']}.", ""]
+    page_dir = args.output.parent
+    if args.ab:
+        lines += ab_section(args.ab, page_dir, page_dir / args.output.stem / "ab")
+    if args.iteration_cost:
+        lines += iteration_cost_section(args.iteration_cost)
+    if args.small_model:
+        lines += small_model_section(args.small_model)
+    text = "\n".join(lines)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.output.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(args.output)
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()
