@@ -111,9 +111,10 @@ def small_model_section(paths: List[Path]) -> List[str]:
     for path in paths:
         report = json.loads(path.read_text())
         args = report["args"]
-        variant = ",".join(f"{k}={v}" for k, v in sorted(args.get("influencer", {}).items())) or "default"
         for name, m in report["results"].items():
-            lines.append(f"| {name} | {'–' if name == 'hungarian' else variant} | {args['steps']} | {args['seed']} | "
+            kwargs = m.get("kwargs", {} if name == "hungarian" else args.get("influencer", {}))
+            variant = ",".join(f"{k}={v}" for k, v in sorted(kwargs.items())) or ("–" if name == "hungarian" else "default")
+            lines.append(f"| {m.get('criterion', name)} | {variant} | {args['steps']} | {args['seed']} | "
                          f"{m['mean_best_iou']:.3f} | {m['mask_best_iou_any_query']:.3f} | {m['precision']:.3f} | "
                          f"{m['recall']:.3f} | {m['instances_with_duplicates']:.3f} |")
     return lines + [""]

@@ -146,10 +146,10 @@ def evaluate(model: nn.Module, batches: List, score_threshold: float = 0.5) -> D
             "recall": tp / num_gt, "instances_with_duplicates": duplicates / num_gt}
 
 
-def train(name: str, args) -> Dict[str, float]:
+def train(name: str, args, influencer_kwargs: Dict = None) -> Dict[str, float]:
     torch.manual_seed(args.seed)
     model = SmallQueryModel(args.queries, layers=args.layers)
-    criterion = build_criterion(name, args.points, args.influencer)
+    criterion = build_criterion(name, args.points, args.influencer if influencer_kwargs is None else influencer_kwargs)
     optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     data_gen = torch.Generator().manual_seed(args.seed)
     start = time.time()
@@ -198,6 +198,8 @@ def main(argv=None) -> Dict[str, Dict[str, float]]:
     parser.add_argument("--val-batches", type=int, default=8)
     parser.add_argument("--influencer", type=_kwargs, default={},
                         help="InfluencerCriterion keywords, e.g. 'excl_weight=0.5,temperature=0.3'")
+    parser.add_argument("--variant", type=_kwargs, action="append", default=[],
+                        help="an extra exclusive arm with these keywords on top of --influencer (repeatable)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (small ops: 1 is fastest)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
@@ -205,10 +207,15 @@ def main(argv=None) -> Dict[str, Dict[str, float]]:
     results = {}
     print("| criterion | mean best-IoU | best-IoU, any query | precision | recall | instances with duplicates | seconds |")
     print("|---|---|---|---|---|---|---|")
-    for name in args.criteria:
-        m = train(name, args)
-        results[name] = m
-        print(f"| {name} | {m['mean_best_iou']:.3f} | {m['mask_best_iou_any_query']:.3f} | {m['precision']:.3f} | {m['recall']:.3f} | "
+    arms = [(name, name, {} if name == "hungarian" else dict(args.influencer)) for name in args.criteria]
+    for variant in args.variant:
+        kwargs = dict(args.influencer) | variant
+        arms.append((f"exclusive[{','.join(f'{k}={v}' for k, v in variant.items())}]", "exclusive", kwargs))
+    for label, name, kwargs in arms:
+        m = train(name, args, kwargs)
+        m["criterion"], m["kwargs"] = name, kwargs
+        results[label] = m
+        print(f"| {label} | {m['mean_best_iou']:.3f} | {m['mask_best_iou_any_query']:.3f} | {m['precision']:.3f} | {m['recall']:.3f} | "
               f"{m['instances_with_duplicates']:.3f} | {m['seconds']:.0f} |", flush=True)
     if args.json:
         tmp = args.json.with_suffix(".tmp")

@@ -27,4 +27,9 @@ model = dict(
             bg_weight=0.1,
             rep_margin=1.0,
             temperature=None,  # None: the core default of the formulation
+            # ownership as constant weights (as a matcher's assignment), and non-owners pushed
+            # off an instance only as strongly as it is already owned: on a synthetic room of 31
+            # instances this is what avoids the all-silent collapse (docs/loss.md, "Networks")
+            detach_ownership=True,
+            exclusion='owned',
             iter_matcher=True)))

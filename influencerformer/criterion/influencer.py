@@ -56,7 +56,7 @@ class InfluencerCriterion(SetCriterionBase):
                  rep_weight: float = 1.0, bg_weight: float = 1.0, excl_weight: float = 1.0,
                  rep_margin: float = 1.0, temperature: Optional[float] = None, sinkhorn_iters: int = 10,
                  instance_point_share: float = 0.25, exclusion: str = "sum", dice_weight: float = 0.0,
-                 detach_ownership: bool = False):
+                 detach_ownership: bool = True, claim_floor: Optional[float] = None):
         super().__init__(num_classes, weight_dict, eos_coef, num_points)
         if formulation not in FORMULATIONS:
             raise ValueError(f"formulation must be one of {FORMULATIONS}; got {formulation!r}")
@@ -66,7 +66,8 @@ class InfluencerCriterion(SetCriterionBase):
         self.loss_kwargs = dict(formulation=formulation, attr_weight=attr_weight, rep_weight=rep_weight,
                                 bg_weight=bg_weight, excl_weight=excl_weight, rep_margin=rep_margin,
                                 temperature=temperature, sinkhorn_iters=sinkhorn_iters, exclusion=exclusion,
-                                dice_weight=dice_weight, detach_ownership=detach_ownership)
+                                dice_weight=dice_weight, detach_ownership=detach_ownership,
+                                claim_floor=claim_floor)
         self.instance_point_share = instance_point_share
         self.last_stats: Dict[str, Tensor] = {}
 

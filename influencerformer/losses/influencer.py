@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from influencerformer.utils import float32_no_autocast
 
 FORMULATIONS = ("original", "exclusive")
-EXCLUSIONS = ("sum", "share")
+EXCLUSIONS = ("sum", "share", "owned")
 
 
 def claim_scores(log_probs: Tensor, target_masks: Tensor) -> Tensor:
@@ -195,7 +195,8 @@ def mask_influencer_loss(
     sinkhorn_iters: int = 10,
     exclusion: str = "sum",
     dice_weight: float = 0.0,
-    detach_ownership: bool = False,
+    detach_ownership: bool = True,
+    claim_floor: Optional[float] = None,
     return_ownership: bool = False,
     targets: Optional[InfluencerTargets] = None,
 ) -> Dict[str, Tensor]:
@@ -210,11 +211,17 @@ def mask_influencer_loss(
             "exclusive".
         excl_weight, sinkhorn_iters, exclusion: used by "exclusive" only. ``exclusion="sum"``
             pushes every non-owner with weight ``1 - ownership``; ``"share"`` also scales by the
-            query's share of the instance's "yes" (gentler on shared network features).
+            query's share of the instance's "yes"; ``"owned"`` by the instance's largest
+            ownership (1/Q while undecided, 1 once owned: no collapse at symmetric starts).
         dice_weight: "exclusive" only; > 0 adds the owner dice ``mean_k sum_q own[k, q] dice(s_q, M_k)``
             (Mask2Former's dice, +1 smoothed): >= 0, 0 at the one-to-one assignment.
-        detach_ownership: "exclusive" only; use the ownership as constant weights (as a matcher's
-            assignment is), so no gradient flows through the Sinkhorn normalisation.
+        detach_ownership: "exclusive" only (default True); use the ownership as constant weights
+            (as a matcher's assignment is): no gradient flows through the Sinkhorn normalisation,
+            whose gradient pushes every claimant weaker than the weighted mean off the instance.
+            The value, hence the minimum, is the same either way.
+        claim_floor: "exclusive" only; the ownership sees claims (and silences) clamped from below
+            at this log-probability (e.g. ``log(0.01)``), so a few Sinkhorn iterations enforce the
+            query capacity even against silent queries. None: unclamped.
         targets: :func:`prepare_influencer_targets` of ``target_masks``, when the caller reuses
             them over several decoder layers.
         return_ownership: also return the detached (K, Q) ownership (``"ownership"``) used for
@@ -272,7 +279,14 @@ def mask_influencer_loss(
             out["dustbin_ownership"] = mask_logits.new_ones(num_queries).detach()
         return out
 
-    log_own = sinkhorn_ownership(claims, silence, temperature, sinkhorn_iters)
+    if claim_floor is not None:
+        # Scores below the floor are equal for the ownership: a silent query (g -> -inf) stays a
+        # candidate, so the normalisation can enforce query capacity in a few iterations and an
+        # instance whose best claimant is taken recruits a silent query (which its pull wakes up).
+        log_own = sinkhorn_ownership(claims.clamp(min=claim_floor), silence.clamp(min=claim_floor),
+                                     temperature, sinkhorn_iters)
+    else:
+        log_own = sinkhorn_ownership(claims, silence, temperature, sinkhorn_iters)
     own = log_own[:num_inst].exp()  # (K, Q), rows sum to 1
     if detach_ownership:
         own = own.detach()
@@ -285,6 +299,12 @@ def mask_influencer_loss(
         # shared network features). A share is 0 only for a query already silent on k: same zero
         # set, same unique minimum. See docs/loss.md for what each choice measured.
         weight = weight * exclusive_mean / exclusive_mean.sum(dim=1, keepdim=True).clamp(min=1e-12)
+    elif exclusion == "owned":
+        # ... pushed only as strongly as someone already owns the instance: max_q own[k, q] is 1/Q
+        # while the ownership is undecided (a symmetric start, where the summed push would silence
+        # every query) and 1 at the one-to-one assignment. It is > 0, so the zero set -- and the
+        # unique minimum -- are those of "sum".
+        weight = weight * own.amax(dim=1, keepdim=True)
     exclusion_term = (weight * exclusive_mean).sum(dim=1).mean()
     repulsive = profile_repulsion(claims, rep_margin) if num_inst > 1 else zero
     loss = (attr_weight * attractive + rep_weight * repulsive + bg_weight * bg_term
@@ -315,14 +335,15 @@ class MaskInfluencerLoss(nn.Module):
                  rep_weight: float = 1.0, bg_weight: float = 1.0, excl_weight: float = 1.0,
                  rep_margin: float = 1.0, temperature: Optional[float] = None,
                  sinkhorn_iters: int = 10, exclusion: str = "sum", dice_weight: float = 0.0,
-                 detach_ownership: bool = False):
+                 detach_ownership: bool = True, claim_floor: Optional[float] = None):
         super().__init__()
         if formulation not in FORMULATIONS:
             raise ValueError(f"formulation must be one of {FORMULATIONS}; got {formulation!r}")
         self.kwargs = dict(formulation=formulation, attr_weight=attr_weight, rep_weight=rep_weight,
                            bg_weight=bg_weight, excl_weight=excl_weight, rep_margin=rep_margin,
                            temperature=temperature, sinkhorn_iters=sinkhorn_iters, exclusion=exclusion,
-                           dice_weight=dice_weight, detach_ownership=detach_ownership)
+                           dice_weight=dice_weight, detach_ownership=detach_ownership,
+                           claim_floor=claim_floor)
 
     def forward(self, mask_logits: Tensor, target_masks: Tensor,
                 return_ownership: bool = False) -> Dict[str, Tensor]:

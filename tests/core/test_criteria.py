@@ -84,6 +84,20 @@ def test_point_form_mask_term_is_the_core_loss():
     assert losses["loss_influencer"].item() == pytest.approx(expected.item(), rel=1e-6)
 
 
+def test_variant_flags_reach_the_core_loss():
+    gen = torch.Generator().manual_seed(4)
+    flags = dict(exclusion="owned", dice_weight=0.5, claim_floor=-2.3, detach_ownership=False)
+    crit = InfluencerCriterion(C, I_WEIGHTS, **flags)
+    outputs, targets = point_batch(gen, scores=False)
+    losses = crit(outputs, targets)
+    expected = torch.stack([mask_influencer_loss(m, t["masks"], **flags)["loss"]
+                            for m, t in zip(outputs["pred_masks"], targets)]).mean()
+    assert losses["loss_influencer"].item() == pytest.approx(expected.item(), rel=1e-6)
+    assert "dice" in crit.last_stats and crit.last_stats["dice"] > 0
+    # the default ownership is detached; the flag changes gradients, not values
+    assert InfluencerCriterion(C, I_WEIGHTS).loss_kwargs["detach_ownership"] is True
+
+
 def test_hungarian_point_form_perfect_prediction_has_near_zero_mask_loss():
     masks = torch.zeros(2, 40, dtype=torch.bool)
     masks[0, :10] = masks[1, 10:25] = True

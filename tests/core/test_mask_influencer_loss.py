@@ -33,7 +33,7 @@ def reference_original(z, masks, T=1.0, margin=1.0):
     return attr, rep, bgt
 
 
-def reference_exclusive(z, masks, T=0.2, margin=1.0, iters=10, share=True):
+def reference_exclusive(z, masks, T=0.2, margin=1.0, iters=10, exclusion="share"):
     """Scalar re-implementation of the exclusive formula (disjoint masks)."""
     Q, P = len(z), len(z[0])
     K = len(masks)
@@ -55,8 +55,9 @@ def reference_exclusive(z, masks, T=0.2, margin=1.0, iters=10, share=True):
     attr = sum(-sum(own[k][q] * g[k][q] for q in range(Q)) for k in range(K)) / K
     yes_cost = [[sum(softplus(z[q][p]) for p in range(P) if masks[k][p]) / sum(masks[k]) for q in range(Q)]
                 for k in range(K)]
-    excl = sum(sum((1 - own[k][q]) * (yes_cost[k][q] / sum(yes_cost[k]) if share else 1.0) * yes_cost[k][q]
-                   for q in range(Q)) for k in range(K)) / K
+    scale = {"sum": lambda k, q: 1.0, "share": lambda k, q: yes_cost[k][q] / sum(yes_cost[k]),
+             "owned": lambda k, q: max(own[k])}[exclusion]
+    excl = sum(sum((1 - own[k][q]) * scale(k, q) * yes_cost[k][q] for q in range(Q)) for k in range(K)) / K
     prof = [[math.exp(x) for x in row] for row in g]
     rep = sum(max(0.0, margin - math.dist(prof[k], prof[l])) for k in range(K) for l in range(K) if k != l) / max(1, K * (K - 1))
     bg = [p for p in range(P) if not any(masks[k][p] for k in range(K))]
@@ -88,13 +89,13 @@ def test_original_terms_match_scalar_reference(tiny):
     assert out["loss"].item() == pytest.approx(attr + rep + bg, rel=1e-9)
 
 
-@pytest.mark.parametrize("exclusion", ["sum", "share"])
+@pytest.mark.parametrize("exclusion", ["sum", "share", "owned"])
 def test_exclusive_terms_match_scalar_reference(tiny, exclusion):
     z, masks = tiny
     out = mask_influencer_loss(z, masks, formulation="exclusive", temperature=0.5, rep_margin=1.2,
                                attr_weight=1.5, excl_weight=0.7, exclusion=exclusion, dice_weight=0.3)
     attr, rep, bg, excl, dice = reference_exclusive(z.tolist(), masks.tolist(), T=0.5, margin=1.2,
-                                                    share=exclusion == "share")
+                                                    exclusion=exclusion)
     assert out["attractive"].item() == pytest.approx(attr, rel=1e-9)
     assert out["repulsive"].item() == pytest.approx(rep, rel=1e-9, abs=1e-12)
     assert out["background"].item() == pytest.approx(bg, rel=1e-9)
@@ -114,8 +115,8 @@ def test_original_reproduces_the_published_duplicate_numbers():
     assert loss["all_claim_foreground"] == pytest.approx(-1.995, abs=1e-3)
 
 
-@pytest.mark.parametrize("options", [{}, {"exclusion": "share"}, {"dice_weight": 1.0}],
-                         ids=["sum", "share", "dice"])
+@pytest.mark.parametrize("options", [{}, {"exclusion": "share"}, {"exclusion": "owned"}, {"dice_weight": 1.0}],
+                         ids=["sum", "share", "owned", "dice"])
 @pytest.mark.parametrize("num_inst,num_queries", SIZES)
 def test_exclusive_ideal_is_strictly_lowest(num_inst, num_queries, options):
     masks, configs = query_configurations(num_inst, num_queries)
@@ -160,9 +161,13 @@ def test_invariant_to_permuting_queries_and_instances(formulation, tiny):
 
 @pytest.mark.parametrize("formulation,options", [("original", {}), ("exclusive", {}),
                                                  ("exclusive", {"exclusion": "share"}),
+                                                 ("exclusive", {"exclusion": "owned"}),
                                                  ("exclusive", {"dice_weight": 0.5})])
 def test_gradcheck(formulation, options, tiny):
+    """The true gradient of the loss (with the default detached ownership the update is the
+    ownership-weighted semi-gradient instead; see the next test)."""
     z, masks = tiny
+    options = dict(options, detach_ownership=False) if formulation == "exclusive" else options
     z = z[:, :7].clone().requires_grad_(True)
     masks = masks[:, :7]
     assert torch.autograd.gradcheck(
@@ -302,3 +307,37 @@ def test_prepared_targets_and_overlapping_masks():
     assert prepare_influencer_targets(masks[[0, 2]], torch.float64).exclusive_rows == 0
     with pytest.raises(ValueError, match="points"):
         mask_influencer_loss(z[:, :29], masks[:, :29], targets=prepared)
+
+
+@pytest.mark.parametrize("exclusion,silences", [("sum", True), ("owned", False)])
+def test_symmetric_start_collapse_of_summed_exclusion(exclusion, silences):
+    """All queries equal (z = 0, undecided ownership 1/Q): the summed exclusion of Q - 1
+    non-owners outweighs the pull, so descent lowers every query on every instance (the collapse
+    measured on networks, docs/loss.md); scaled by the largest ownership it does not."""
+    masks = torch.zeros(3, 30)
+    masks[0, :8] = masks[1, 8:16] = masks[2, 16:30] = 1
+    z = torch.zeros(10, 30, requires_grad=True)
+    out = mask_influencer_loss(z, masks, exclusion=exclusion, rep_weight=0.0, bg_weight=0.0,
+                               detach_ownership=True, return_ownership=True)
+    assert torch.allclose(out["ownership"], torch.full((3, 10), 0.1), atol=1e-6)
+    out["loss"].backward()
+    assert ((z.grad > 0) if silences else (z.grad < 0)).all()
+
+
+def test_claim_floor_enforces_query_capacity_against_silent_queries():
+    """2 active queries and 18 silent ones (claims -30) for 6 instances: unclamped, 10 Sinkhorn
+    iterations leave 3 instances on each active query (a merge the loss cannot see); with the
+    claims floored at log(0.1) the capacity of 1 holds and the rest goes to silent queries."""
+    gen = torch.Generator().manual_seed(0)
+    masks = torch.zeros(6, 60)
+    for k in range(6):
+        masks[k, 10 * k:10 * k + 10] = 1
+    z = torch.full((20, 60), -30.0)
+    z[0, :30] = 3.0 + 0.1 * torch.randn(30, generator=gen)  # query 0 covers instances 0-2
+    z[1, 30:] = 3.0 + 0.1 * torch.randn(30, generator=gen)  # query 1 covers instances 3-5
+    plain = mask_influencer_loss(z, masks, return_ownership=True)["ownership"]
+    floored = mask_influencer_loss(z, masks, return_ownership=True, claim_floor=math.log(0.1))["ownership"]
+    assert plain[:, :2].sum(0).min() > 2.9  # capacity violated threefold
+    assert floored[:, :2].sum(0).max() < 1.05
+    assert floored[:, 2:].sum() > 3.9  # about 4 instances' mass recruited from silent queries
+    assert torch.allclose(floored.sum(1), torch.ones(6), atol=1e-5)

@@ -91,12 +91,14 @@ def test_configs_against_stand_in_checkout(tmp_path, monkeypatch, upstream):
     baseline, influencer, num_classes, objectness = PAIRS[upstream]
     crit = check_pair(baseline, influencer, num_classes, objectness)
     if "s3dis" in influencer:
-        assert crit.bg_weight == 0.1
-    # the parsed criterion builds through mmdet3d's registry
+        assert crit.bg_weight == 0.1 and crit.exclusion == "owned" and crit.detach_ownership is True
+    # the parsed criterion builds through mmdet3d's registry, every key reaching the core
     with mmdet3d_build_scope() as models:
         built = models.build(crit)
     assert isinstance(built, OneFormer3DInfluencerCriterion)
-    assert built.core.loss_kwargs["bg_weight"] == crit.bg_weight
+    for key in ("bg_weight", "exclusion", "detach_ownership"):
+        if key in crit:
+            assert built.core.loss_kwargs[key] == crit[key], key
 
 
 def test_missing_environment_variable_is_a_clear_error(monkeypatch):
