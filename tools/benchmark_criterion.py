@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import re
 import statistics
 import sys
@@ -33,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from influencerformer.criterion import HungarianCriterion, InfluencerCriterion  # noqa: E402
 from influencerformer.matching import HungarianMatcher  # noqa: E402
-from tools.provenance import machine_info  # noqa: E402
+from tools.provenance import machine_info, write_json  # noqa: E402
 
 NUM_CLASSES = 80
 HUNGARIAN_WEIGHTS = {"loss_ce": 2.0, "loss_mask": 5.0, "loss_dice": 5.0}
@@ -310,10 +309,7 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     if args.json:
         payload = {"machine": machine_info(devices), "repeats": args.repeats, "warmup": args.warmup,
                    "records": records}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_suffix(args.json.suffix + ".tmp")
-        tmp.write_text(json.dumps(payload, indent=2))
-        tmp.replace(args.json)
+        write_json(args.json, payload)
         print(f"wrote {args.json}")
     return records
 

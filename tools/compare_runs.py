@@ -23,6 +23,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Optional
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tools.provenance import write_text_atomic  # noqa: E402
+
 AP_KEYS = ("segm/AP", "segm/AP50", "segm/AP75")
 DIAG_PREFIX = "diag/"
 
@@ -208,9 +212,7 @@ def main(argv=None) -> str:
     plots = write_plots(arms, args.output)
     report = (table + "\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in plots) + "\n\n"
               + provenance_table(arms) + "\n")
-    tmp = args.output / "results.md.tmp"
-    tmp.write_text(report)
-    tmp.replace(args.output / "results.md")
+    write_text_atomic(args.output / "results.md", report)
     print(table)
     print(f"wrote {len(plots)} plots and results.md to {args.output}")
     return report

@@ -16,7 +16,6 @@ Needs detectron2 (the COCO model's backbone).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -29,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tools.benchmark_criterion import blob_masks  # noqa: E402
-from tools.provenance import machine_info  # noqa: E402
+from tools.provenance import machine_info, write_json  # noqa: E402
 
 PHASES = ("forward", "criterion_forward", "criterion_backward", "network_backward", "optimizer")
 DEFAULT_CONFIGS = ("configs/coco/hungarian.py", "configs/coco/influencer.py")
@@ -158,10 +157,7 @@ def main(argv=None) -> Dict:
         "instances": [int(t["labels"].numel()) for t in targets], "iters": args.iters, "results": results,
     }
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_suffix(".tmp")
-        tmp.write_text(json.dumps(report, indent=2))
-        tmp.replace(args.json)
+        write_json(args.json, report)
     return report
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import json
 import sys
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from influencerformer.testing import is_one_to_one, optimise_free_logits, random_instance_masks  # noqa: E402
+from tools.provenance import write_json  # noqa: E402
 
 
 def parse_variant(text: str) -> dict:
@@ -75,10 +75,7 @@ def main(argv=None) -> dict:
         print(f"| {name} | all | | {total}/{2 * args.seeds * len(cases)} one-to-one "
               f"({time.time() - start_time:.0f} s) | |", flush=True)
     if args.json:
-        tmp = args.json.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"steps": args.steps, "lr": args.lr, "seeds": args.seeds, "results": results},
-                                  indent=2))
-        tmp.replace(args.json)
+        write_json(args.json, {"steps": args.steps, "lr": args.lr, "seeds": args.seeds, "results": results})
     return results
 
 

@@ -10,7 +10,6 @@ whose minimum is the one-to-one assignment.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from influencerformer.losses import FORMULATIONS, mask_influencer_loss  # noqa: E402
 from influencerformer.testing import query_configurations  # noqa: E402
+from tools.provenance import write_json  # noqa: E402
 
 
 def loss_table(num_inst: int, num_queries: int, magnitude: float) -> dict:
@@ -47,9 +47,7 @@ def main(argv=None) -> dict:
             marks.append(f"{row[f]:.3f}" + (" ⚠ ≤ ideal" if below_ideal else ""))
         print(f"| {name.replace('_', ' ')} | " + " | ".join(marks) + " |")
     if args.json:
-        tmp = args.json.with_suffix(".tmp")
-        tmp.write_text(json.dumps(table, indent=2))
-        tmp.replace(args.json)
+        write_json(args.json, table)
     return table
 
 

@@ -36,3 +36,21 @@ def machine_info(devices: Sequence = ()) -> dict:
     if any(getattr(d, "type", str(d)).startswith("cuda") for d in devices):
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
+
+
+def write_text_atomic(path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file and a rename: a reader never sees a
+    half-written file, and an interrupted write leaves the previous version intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path
+
+
+def write_json(path, obj) -> Path:
+    """:func:`write_text_atomic` of ``obj`` as indented JSON."""
+    import json
+
+    return write_text_atomic(path, json.dumps(obj, indent=2))

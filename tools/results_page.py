@@ -24,7 +24,7 @@ from typing import Dict, List, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tools import compare_runs  # noqa: E402
-from tools.provenance import git_commit, machine_info  # noqa: E402
+from tools.provenance import git_commit, machine_info, write_text_atomic  # noqa: E402
 
 REFERENCE = "hungarian"
 
@@ -145,10 +145,7 @@ def main(argv=None) -> str:
     if args.small_model:
         lines += small_model_section(args.small_model)
     text = "\n".join(lines)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.output.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(args.output)
+    write_text_atomic(args.output, text)
     print(text)
     return text
 

@@ -35,7 +35,7 @@ from typing import Dict, List, Optional
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from tools.provenance import git_commit  # noqa: E402
+from tools.provenance import git_commit, write_json  # noqa: E402
 
 DEFAULT_ARMS = ("influencer=configs/synthetic/influencer.py", "hungarian=configs/synthetic/hungarian.py")
 
@@ -78,9 +78,7 @@ def read_info(out_dir: Path) -> Dict:
 
 
 def write_info(out_dir: Path, info: Dict) -> None:
-    tmp = out_dir / "run_info.json.tmp"
-    tmp.write_text(json.dumps(info, indent=2))
-    tmp.replace(out_dir / "run_info.json")
+    write_json(out_dir / "run_info.json", info)
 
 
 def plan(arms: List[Arm], seeds: List[int], output: Path, overrides: List[str], train_script: Path,

@@ -5,7 +5,6 @@ bilinearly). Rows are masks, columns points.
 """
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
