@@ -18,18 +18,11 @@ model = dict(
             # objectness weights; the influencer term takes the place of BCE + dice.
             loss_weight=[0.5, 1.0, 0.5],
             non_object_weight=0.05,
-            formulation='exclusive',
-            attr_weight=1.0,
-            rep_weight=1.0,
-            excl_weight=1.0,
-            # ~75% of S3DIS points lie outside every instance; full-strength background
-            # suppression (1.0) destabilises early training there.
+            # the original project's S3DIS tuning: full-strength background suppression (1.0)
+            # destabilised its early training
             bg_weight=0.1,
-            rep_margin=1.0,
-            temperature=None,  # None: the core default of the formulation
-            # ownership as constant weights (as a matcher's assignment), and non-owners pushed
-            # off an instance only as strongly as it is already owned: on a synthetic room of 31
-            # instances this is what avoids the all-silent collapse (docs/loss.md, "Networks")
-            detach_ownership=True,
+            # non-owners pushed off an instance only as strongly as it is already owned: on a
+            # synthetic room of 31 instances this is what avoids the all-silent collapse
+            # (docs/loss.md, "Networks"). Other keys: the adapter's defaults.
             exclusion='owned',
             iter_matcher=True)))

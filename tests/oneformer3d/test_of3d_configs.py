@@ -91,14 +91,17 @@ def test_configs_against_stand_in_checkout(tmp_path, monkeypatch, upstream):
     baseline, influencer, num_classes, objectness = PAIRS[upstream]
     crit = check_pair(baseline, influencer, num_classes, objectness)
     if "s3dis" in influencer:
-        assert crit.bg_weight == 0.1 and crit.exclusion == "owned" and crit.detach_ownership is True
+        assert crit.bg_weight == 0.1 and crit.exclusion == "owned"
     # the parsed criterion builds through mmdet3d's registry, every key reaching the core
     with mmdet3d_build_scope() as models:
         built = models.build(crit)
     assert isinstance(built, OneFormer3DInfluencerCriterion)
-    for key in ("bg_weight", "exclusion", "detach_ownership"):
+    for key in ("bg_weight", "exclusion"):
         if key in crit:
             assert built.core.loss_kwargs[key] == crit[key], key
+    # keys the config leaves out take the core's defaults (ownership detached)
+    assert built.core.loss_kwargs["formulation"] == "exclusive"
+    assert built.core.loss_kwargs["detach_ownership"] is True
 
 
 def test_missing_environment_variable_is_a_clear_error(monkeypatch):

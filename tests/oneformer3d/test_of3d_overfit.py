@@ -125,10 +125,9 @@ def assert_overfits(history, ious, owners, accuracy, num_inst):
 
 def _s3dis_adapter(**overrides):
     """The S3DIS configuration of the adapter (configs/s3dis/influencer_*: bg_weight=0.1,
-    loss_weight=[0.5, 1.0, 0.5], non_object_weight=0.05, detach_ownership=True,
-    exclusion="owned"), with ``overrides``."""
-    kwargs = dict(loss_weight=[0.5, 1.0, 0.5], non_object_weight=0.05, bg_weight=0.1, detach_ownership=True,
-                  exclusion="owned") | overrides
+    loss_weight=[0.5, 1.0, 0.5], non_object_weight=0.05, exclusion="owned"; the rest the
+    adapter's defaults, ownership detached), with ``overrides``."""
+    kwargs = dict(loss_weight=[0.5, 1.0, 0.5], non_object_weight=0.05, bg_weight=0.1, exclusion="owned") | overrides
     return OneFormer3DInfluencerCriterion(num_classes=NUM_CLASSES, **kwargs)
 
 
