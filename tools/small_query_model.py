@@ -185,7 +185,7 @@ def _kwargs(text: str) -> Dict:
 def main(argv=None) -> Dict[str, Dict[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--criteria", nargs="+", default=["hungarian", "original", "exclusive"],
+    parser.add_argument("--criteria", nargs="*", default=["hungarian", "original", "exclusive"],
                         choices=["hungarian", "original", "exclusive"])
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch", type=int, default=8)

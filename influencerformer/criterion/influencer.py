@@ -56,7 +56,8 @@ class InfluencerCriterion(SetCriterionBase):
                  rep_weight: float = 1.0, bg_weight: float = 1.0, excl_weight: float = 1.0,
                  rep_margin: float = 1.0, temperature: Optional[float] = None, sinkhorn_iters: int = 10,
                  instance_point_share: float = 0.25, exclusion: str = "sum", dice_weight: float = 0.0,
-                 detach_ownership: bool = True, claim_floor: Optional[float] = None):
+                 detach_ownership: bool = True, claim_floor: Optional[float] = None,
+                 anneal_ownership: bool = False):
         super().__init__(num_classes, weight_dict, eos_coef, num_points)
         if formulation not in FORMULATIONS:
             raise ValueError(f"formulation must be one of {FORMULATIONS}; got {formulation!r}")
@@ -67,7 +68,7 @@ class InfluencerCriterion(SetCriterionBase):
                                 bg_weight=bg_weight, excl_weight=excl_weight, rep_margin=rep_margin,
                                 temperature=temperature, sinkhorn_iters=sinkhorn_iters, exclusion=exclusion,
                                 dice_weight=dice_weight, detach_ownership=detach_ownership,
-                                claim_floor=claim_floor)
+                                claim_floor=claim_floor, anneal_ownership=anneal_ownership)
         self.instance_point_share = instance_point_share
         self.last_stats: Dict[str, Tensor] = {}
 

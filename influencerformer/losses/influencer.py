@@ -71,13 +71,21 @@ class _LogSigmoidStatistics(torch.autograd.Function):
         return grad, None, None
 
 
-def sinkhorn_ownership(claims: Tensor, dustbin: Tensor, temperature: float, num_iters: int) -> Tensor:
+def sinkhorn_ownership(claims: Tensor, dustbin: Tensor, temperature: float, num_iters: int,
+                       anneal: bool = False) -> Tensor:
     """Soft one-to-one ownership of instances by queries (log-domain Sinkhorn).
 
     Rows are the K instances plus, when Q > K, a "dustbin" row of mass Q - K that absorbs the
     queries left without an instance; every query (column) has capacity max(1, K / Q). With
     ``num_iters == 0`` this is a plain softmax over queries per instance (no dustbin).
     A fixed number of normalisations; no solver, no argmax.
+
+    With ``anneal`` (epsilon-scaling), the temperature starts at the spread of the scores and
+    falls geometrically to ``temperature`` over the first 3/4 of the iterations: early
+    iterations spread the mass while every score is comparable, later ones sharpen it, so the
+    plan respects every marginal -- the query capacity included -- even when the scores span
+    far more than ``num_iters * temperature`` (silent queries, ``g ~ -30``). The dual
+    potentials are carried in score units from one temperature to the next.
 
     Args:
         claims: (K, Q) claim scores ``g``.
@@ -90,19 +98,28 @@ def sinkhorn_ownership(claims: Tensor, dustbin: Tensor, temperature: float, num_
     if num_iters <= 0:
         return torch.log_softmax(claims / temperature, dim=1)
     has_dustbin = num_queries > num_inst
-    scores = claims / temperature
+    scores = claims
     row_mass = claims.new_ones(num_inst)
     if has_dustbin:
-        scores = torch.cat([scores, dustbin[None, :] / temperature], dim=0)
+        scores = torch.cat([scores, dustbin[None, :]], dim=0)
         row_mass = torch.cat([row_mass, row_mass.new_tensor([num_queries - num_inst])])
     col_mass = claims.new_full((num_queries,), max(1.0, num_inst / num_queries))
     log_row, log_col = row_mass.log(), col_mass.log()
-    log_u = torch.zeros_like(log_row)
-    log_v = torch.zeros_like(log_col)
-    for _ in range(num_iters):
-        log_v = log_col - torch.logsumexp(scores + log_u[:, None], dim=0)
-        log_u = log_row - torch.logsumexp(scores + log_v[None, :], dim=1)
-    return scores + log_u[:, None] + log_v[None, :]
+    temperatures = [temperature] * num_iters
+    if anneal and num_iters > 2:
+        # A schedule of 0-dim tensors: the spread never leaves the device (no host sync).
+        num_annealed = num_iters - max(2, num_iters // 4)  # the rest run at the final temperature
+        spread = (scores.detach().amax() - scores.detach().amin()).clamp(min=temperature)
+        ratio = (temperature / spread) ** (1.0 / max(num_annealed - 1, 1))
+        temperatures = [(spread * ratio ** i).clamp(min=temperature) for i in range(num_annealed)]
+        temperatures += [temperature] * (num_iters - num_annealed)
+    # f, g: dual potentials in score units, so they carry over between temperatures.
+    f = torch.zeros_like(log_row)
+    g = torch.zeros_like(log_col)
+    for eps in temperatures:
+        g = eps * (log_col - torch.logsumexp((scores + f[:, None]) / eps, dim=0))
+        f = eps * (log_row - torch.logsumexp((scores + g[None, :]) / eps, dim=1))
+    return (scores + f[:, None] + g[None, :]) / temperature
 
 
 def profile_repulsion(claims: Tensor, margin: float) -> Tensor:
@@ -197,6 +214,7 @@ def mask_influencer_loss(
     dice_weight: float = 0.0,
     detach_ownership: bool = True,
     claim_floor: Optional[float] = None,
+    anneal_ownership: bool = False,
     return_ownership: bool = False,
     targets: Optional[InfluencerTargets] = None,
 ) -> Dict[str, Tensor]:
@@ -222,6 +240,9 @@ def mask_influencer_loss(
         claim_floor: "exclusive" only; the ownership sees claims (and silences) clamped from below
             at this log-probability (e.g. ``log(0.01)``), so a few Sinkhorn iterations enforce the
             query capacity even against silent queries. None: unclamped.
+        anneal_ownership: "exclusive" only; epsilon-scaling Sinkhorn (:func:`sinkhorn_ownership`):
+            the same plan at convergence, reached -- capacity included -- in ``sinkhorn_iters``
+            iterations (about 40) even when the claims span tens of units. Measured in docs/results.md.
         targets: :func:`prepare_influencer_targets` of ``target_masks``, when the caller reuses
             them over several decoder layers.
         return_ownership: also return the detached (K, Q) ownership (``"ownership"``) used for
@@ -284,9 +305,9 @@ def mask_influencer_loss(
         # candidate, so the normalisation can enforce query capacity in a few iterations and an
         # instance whose best claimant is taken recruits a silent query (which its pull wakes up).
         log_own = sinkhorn_ownership(claims.clamp(min=claim_floor), silence.clamp(min=claim_floor),
-                                     temperature, sinkhorn_iters)
+                                     temperature, sinkhorn_iters, anneal_ownership)
     else:
-        log_own = sinkhorn_ownership(claims, silence, temperature, sinkhorn_iters)
+        log_own = sinkhorn_ownership(claims, silence, temperature, sinkhorn_iters, anneal_ownership)
     own = log_own[:num_inst].exp()  # (K, Q), rows sum to 1
     if detach_ownership:
         own = own.detach()
@@ -317,7 +338,7 @@ def mask_influencer_loss(
         total = mean_prob[-1] * mask_logits.shape[1]  # sum_p s, (Q,)
         dice = 1.0 - (2.0 * overlap + 1.0) / (total[None, :] + targets.areas[:, None] + 1.0)
         dice_term = (own * dice).sum(dim=1).mean()
-        out["loss"] = loss + dice_weight * dice_term
+        out["loss"] = out["loss"] + dice_weight * dice_term
         out["dice"] = dice_term.detach()
     if return_ownership:
         out["ownership"] = full_rows(own)
@@ -335,7 +356,8 @@ class MaskInfluencerLoss(nn.Module):
                  rep_weight: float = 1.0, bg_weight: float = 1.0, excl_weight: float = 1.0,
                  rep_margin: float = 1.0, temperature: Optional[float] = None,
                  sinkhorn_iters: int = 10, exclusion: str = "sum", dice_weight: float = 0.0,
-                 detach_ownership: bool = True, claim_floor: Optional[float] = None):
+                 detach_ownership: bool = True, claim_floor: Optional[float] = None,
+                 anneal_ownership: bool = False):
         super().__init__()
         if formulation not in FORMULATIONS:
             raise ValueError(f"formulation must be one of {FORMULATIONS}; got {formulation!r}")
@@ -343,7 +365,7 @@ class MaskInfluencerLoss(nn.Module):
                            bg_weight=bg_weight, excl_weight=excl_weight, rep_margin=rep_margin,
                            temperature=temperature, sinkhorn_iters=sinkhorn_iters, exclusion=exclusion,
                            dice_weight=dice_weight, detach_ownership=detach_ownership,
-                           claim_floor=claim_floor)
+                           claim_floor=claim_floor, anneal_ownership=anneal_ownership)
 
     def forward(self, mask_logits: Tensor, target_masks: Tensor,
                 return_ownership: bool = False) -> Dict[str, Tensor]:

@@ -341,3 +341,33 @@ def test_claim_floor_enforces_query_capacity_against_silent_queries():
     assert floored[:, :2].sum(0).max() < 1.05
     assert floored[:, 2:].sum() > 3.9  # about 4 instances' mass recruited from silent queries
     assert torch.allclose(floored.sum(1), torch.ones(6), atol=1e-5)
+
+
+def test_annealed_sinkhorn_respects_capacity_where_plain_sinkhorn_cannot():
+    """Scores spanning 30 units (2 active queries, 18 silent): 40 plain normalisations at T = 0.2
+    leave 3 instances on each active query; 40 epsilon-scaled ones spread them with capacity ~1,
+    and where plain Sinkhorn does converge both reach the same plan (annealing changes the
+    solver, not the loss)."""
+    gen = torch.Generator().manual_seed(0)
+    claims = torch.full((6, 20), -30.0) + 0.5 * torch.randn(6, 20, generator=gen)
+    claims[:, 0], claims[:, 1] = -0.1, -0.5
+    silence = torch.zeros(20)
+    silence[:2] = -30.0
+    plain = sinkhorn_ownership(claims, silence, 0.2, 40).exp()
+    annealed = sinkhorn_ownership(claims, silence, 0.2, 40, anneal=True).exp()
+    assert plain[:6].sum(0).max() > 2.9
+    assert annealed[:6].sum(0).max() < 1.1
+    assert torch.allclose(annealed[:6].sum(1), torch.ones(6), atol=1e-4)
+    easy = -torch.rand(4, 9, generator=gen, dtype=torch.float64) * 2
+    easy_silence = -torch.rand(9, generator=gen, dtype=torch.float64)
+    converged = sinkhorn_ownership(easy, easy_silence, 0.2, 2000)
+    assert torch.allclose(sinkhorn_ownership(easy, easy_silence, 0.2, 200, anneal=True), converged, atol=1e-6)
+
+
+def test_annealed_ownership_keeps_the_ideal_strictly_lowest():
+    masks, configs = query_configurations(4, 20)
+    loss = {name: mask_influencer_loss(z, masks, anneal_ownership=True, sinkhorn_iters=40)["loss"].item()
+            for name, z in configs.items()}
+    for name in configs:
+        if name != "ideal":
+            assert loss[name] > loss["ideal"] + 1e-3, (name, loss)
