@@ -86,7 +86,8 @@ def test_point_form_mask_term_is_the_core_loss():
 
 def test_variant_flags_reach_the_core_loss():
     gen = torch.Generator().manual_seed(4)
-    flags = dict(exclusion="owned", dice_weight=0.5, claim_floor=-2.3, detach_ownership=False)
+    flags = dict(exclusion="owned", dice_weight=0.5, claim_floor=-2.3, detach_ownership=False,
+                 anneal_ownership=True, sinkhorn_iters=12)
     crit = InfluencerCriterion(C, I_WEIGHTS, **flags)
     outputs, targets = point_batch(gen, scores=False)
     losses = crit(outputs, targets)
@@ -94,6 +95,7 @@ def test_variant_flags_reach_the_core_loss():
                             for m, t in zip(outputs["pred_masks"], targets)]).mean()
     assert losses["loss_influencer"].item() == pytest.approx(expected.item(), rel=1e-6)
     assert "dice" in crit.last_stats and crit.last_stats["dice"] > 0
+    assert crit.loss_kwargs.items() >= flags.items()
     # the default ownership is detached; the flag changes gradients, not values
     assert InfluencerCriterion(C, I_WEIGHTS).loss_kwargs["detach_ownership"] is True
 

@@ -133,6 +133,9 @@ def test_config_keys_reach_the_core():
     for key, value in dict(attr_weight=2.0, rep_weight=3.0, bg_weight=0.1, rep_margin=0.5, temperature=0.3,
                            formulation="original").items():
         assert core.loss_kwargs[key] == value
+    flags = dict(exclusion="owned", dice_weight=0.5, claim_floor=-2.3, detach_ownership=False,
+                 anneal_ownership=True, sinkhorn_iters=40)
+    assert criterion(**flags).core.loss_kwargs.items() >= flags.items()
 
 
 def test_iter_matcher_and_query_masks_do_not_change_the_loss():

@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from of3d_helpers import REPO_ROOT, mmdet3d_build_scope, oneformer3d_root
+from of3d_helpers import REPO_ROOT, S3DIS_CRITERION, mmdet3d_build_scope, oneformer3d_root
 
 from projects.oneformer3d import OneFormer3DInfluencerCriterion
 
@@ -90,13 +90,16 @@ def test_configs_against_stand_in_checkout(tmp_path, monkeypatch, upstream):
     monkeypatch.setenv("ONEFORMER3D_ROOT", str(stand_in_checkout(tmp_path)))
     baseline, influencer, num_classes, objectness = PAIRS[upstream]
     crit = check_pair(baseline, influencer, num_classes, objectness)
-    if "s3dis" in influencer:
-        assert crit.bg_weight == 0.1 and crit.exclusion == "owned"
+    if "s3dis" in influencer:  # the setting the overfit test trains with
+        stated = {k: v for k, v in crit.items() if k not in ("_delete_", "type", "num_classes", "iter_matcher")}
+        assert stated == S3DIS_CRITERION
+    ownership = ("exclusion", "anneal_ownership", "sinkhorn_iters", "temperature")
+    assert {k: crit[k] for k in ownership} == {k: S3DIS_CRITERION[k] for k in ownership}
     # the parsed criterion builds through mmdet3d's registry, every key reaching the core
     with mmdet3d_build_scope() as models:
         built = models.build(crit)
     assert isinstance(built, OneFormer3DInfluencerCriterion)
-    for key in ("bg_weight", "exclusion"):
+    for key in ("bg_weight", "exclusion", "anneal_ownership", "sinkhorn_iters", "temperature"):
         if key in crit:
             assert built.core.loss_kwargs[key] == crit[key], key
     # keys the config leaves out take the core's defaults (ownership detached)
