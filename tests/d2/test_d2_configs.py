@@ -30,6 +30,9 @@ def test_model_builds(name):
     kind = os.path.basename(name)[: -len(".py")]
     assert type(model.criterion).__name__ == CRITERIA[kind]
     assert model.criterion.num_classes == model.num_classes == model.transformer_decoder.num_classes
+    if kind == "influencer":  # the measured ownership setting reaches the core loss
+        assert model.criterion.loss_kwargs["anneal_ownership"] is True
+        assert model.criterion.loss_kwargs["sinkhorn_iters"] == 40
     assert len(model.transformer_decoder.cross_attention_layers) == cfg.model.transformer_decoder.dec_layers
     if name.startswith("coco/"):
         total, backbone = count(model), count(model.backbone)
