@@ -107,9 +107,11 @@ def sinkhorn_ownership(claims: Tensor, dustbin: Tensor, temperature: float, num_
     log_row, log_col = row_mass.log(), col_mass.log()
     temperatures = [temperature] * num_iters
     if anneal and num_iters > 2:
-        # A schedule of 0-dim tensors: the spread never leaves the device (no host sync).
+        # A schedule of 0-dim tensors: the spread never leaves the device (no host sync). It is
+        # not detached: the plan after a finite number of steps depends on it, and an undetached
+        # ownership (detach_ownership=False) gets the exact gradient of what was computed.
         num_annealed = num_iters - max(2, num_iters // 4)  # the rest run at the final temperature
-        spread = (scores.detach().amax() - scores.detach().amin()).clamp(min=temperature)
+        spread = (scores.amax() - scores.amin()).clamp(min=temperature)
         ratio = (temperature / spread) ** (1.0 / max(num_annealed - 1, 1))
         temperatures = [(spread * ratio ** i).clamp(min=temperature) for i in range(num_annealed)]
         temperatures += [temperature] * (num_iters - num_annealed)

@@ -162,7 +162,8 @@ def test_invariant_to_permuting_queries_and_instances(formulation, tiny):
 @pytest.mark.parametrize("formulation,options", [("original", {}), ("exclusive", {}),
                                                  ("exclusive", {"exclusion": "share"}),
                                                  ("exclusive", {"exclusion": "owned"}),
-                                                 ("exclusive", {"dice_weight": 0.5})])
+                                                 ("exclusive", {"dice_weight": 0.5}),
+                                                 ("exclusive", {"anneal_ownership": True, "sinkhorn_iters": 40})])
 def test_gradcheck(formulation, options, tiny):
     """The true gradient of the loss (with the default detached ownership the update is the
     ownership-weighted semi-gradient instead; see the next test)."""
@@ -194,27 +195,35 @@ def test_detached_ownership_only_pulls_each_query_by_its_ownership(tiny):
     assert (grads[False] > 0).any()  # the undetached version pushes some claimants away
 
 
-@pytest.mark.parametrize("formulation", ["original", "exclusive"])
+# The ownership of the 3D configs (annealed Sinkhorn at a low temperature), with and without
+# gradients through the plan: the schedule's temperatures come from the scores' spread.
+ANNEALED = dict(exclusion="owned", anneal_ownership=True, sinkhorn_iters=40, temperature=0.05)
+NUMERIC_CASES = [("original", {}), ("exclusive", {}), ("exclusive", ANNEALED),
+                 ("exclusive", ANNEALED | {"detach_ownership": False})]
+NUMERIC_IDS = ["original", "exclusive", "annealed", "annealed-undetached"]
+
+
+@pytest.mark.parametrize("formulation,options", NUMERIC_CASES, ids=NUMERIC_IDS)
 @pytest.mark.parametrize("scale", [1e4, -1e4])
-def test_extreme_logits_stay_finite(formulation, scale):
+def test_extreme_logits_stay_finite(formulation, options, scale):
     gen = torch.Generator().manual_seed(0)
     z = (torch.randn(6, 40, generator=gen).sign() * scale).requires_grad_(True)
     masks = torch.zeros(3, 40)
     masks[0, :5] = masks[1, 5:20] = masks[2, 20:22] = 1
-    out = mask_influencer_loss(z, masks, formulation=formulation)
+    out = mask_influencer_loss(z, masks, formulation=formulation, **options)
     out["loss"].backward()
     assert torch.isfinite(out["loss"]) and torch.isfinite(z.grad).all()
 
 
-@pytest.mark.parametrize("formulation", ["original", "exclusive"])
+@pytest.mark.parametrize("formulation,options", NUMERIC_CASES, ids=NUMERIC_IDS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_autocast_computes_in_float32(formulation, dtype):
+def test_autocast_computes_in_float32(formulation, options, dtype):
     gen = torch.Generator().manual_seed(0)
     z = (torch.randn(10, 300, generator=gen) * 30).requires_grad_(True)
     masks = (torch.rand(4, 300, generator=gen) > 0.7).float()
-    ref = mask_influencer_loss(z, masks, formulation=formulation)["loss"]
+    ref = mask_influencer_loss(z, masks, formulation=formulation, **options)["loss"]
     with torch.autocast("cpu", dtype=dtype):
-        out = mask_influencer_loss(z.to(dtype), masks.to(dtype), formulation=formulation)["loss"]
+        out = mask_influencer_loss(z.to(dtype), masks.to(dtype), formulation=formulation, **options)["loss"]
     assert out.dtype == torch.float32
     out.backward()
     assert torch.isfinite(z.grad).all()
