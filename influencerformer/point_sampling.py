@@ -4,6 +4,8 @@ Coordinates are normalised to [0, 1] x [0, 1] as (x, y), like Mask2Former / Poin
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -81,3 +83,74 @@ def instance_stratified_coords(target_masks: Tensor, num_points: int, instance_s
         y = (torch.div(cells, gw, rounding_mode="floor").float() + jitter[:, 1]) / gh
         coords.append(torch.stack([x, y], dim=1))
     return torch.cat(coords, dim=0)
+
+
+class _SparseRowMix(torch.autograd.Function):
+    """``matrix @ values`` for a constant CSR ``matrix`` whose transpose is given (``values``'s gradient)."""
+
+    @staticmethod
+    def forward(ctx, values: Tensor, matrix: Tensor, matrix_t: Tensor) -> Tensor:
+        ctx.matrix_t = matrix_t
+        return torch.sparse.mm(matrix, values)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return torch.sparse.mm(ctx.matrix_t, grad.contiguous()), None, None
+
+
+class SharedPointSampler:
+    """Bilinear sampling of (B, C, H, W) maps at one set of points per image, reused by many calls.
+
+    The same values as :func:`point_sample` (``align_corners=False``, zero padding), computed as a
+    sparse (B * P, B * H * W) interpolation matrix with 4 entries per point, built once. For the
+    Influencer criterion the points are shared by every query *and* every decoder layer, so the
+    matrix is built once per step; forward and backward are then two sparse-dense products
+    (``grid_sample``'s backward scatters one gradient per channel and point instead), measured
+    by ``tools/iteration_cost.py``.
+
+    Args:
+        coords: (B, P, 2) normalised (x, y) coordinates in [0, 1].
+        height, width: the size of the maps it will sample.
+    """
+
+    def __init__(self, coords: Tensor, height: int, width: int):
+        if coords.dim() != 3 or coords.shape[-1] != 2:
+            raise ValueError(f"coords must be (B, P, 2); got shape {tuple(coords.shape)}")
+        batch, num_points = coords.shape[:2]
+        self.shape = (batch, num_points, height, width)
+        grid = 2.0 * coords.float() - 1.0  # grid_sample's arithmetic, for the same rounding
+        x = ((grid[..., 0] + 1.0) * width - 1.0) / 2.0  # pixel centres (align_corners=False)
+        y = ((grid[..., 1] + 1.0) * height - 1.0) / 2.0
+        x0, y0 = x.floor(), y.floor()
+        fx, fy = x - x0, y - y0
+        cols, vals = [], []
+        offsets = torch.arange(batch, device=coords.device)[:, None] * (height * width)
+        for dy, wy in ((0, 1.0 - fy), (1, fy)):
+            for dx, wx in ((0, 1.0 - fx), (1, fx)):
+                xi, yi = x0 + dx, y0 + dy
+                inside = (xi >= 0) & (xi < width) & (yi >= 0) & (yi < height)
+                cols.append((yi.clamp(0, height - 1) * width + xi.clamp(0, width - 1)).long() + offsets)
+                vals.append(wx * wy * inside)  # zero padding: corners outside the map weigh 0
+        cols = torch.stack(cols, dim=-1).reshape(-1)  # (B * P * 4,), row-major: point by point
+        vals = torch.stack(vals, dim=-1).reshape(-1)
+        rows = torch.arange(batch * num_points, device=coords.device).repeat_interleave(4)
+        size = (batch * num_points, batch * height * width)
+        coo = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, size, check_invariants=False).coalesce()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            self.matrix = coo.to_sparse_csr()
+            self.matrix_t = coo.transpose(0, 1).coalesce().to_sparse_csr()
+
+    def __call__(self, maps: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B, C, P), in float32."""
+        batch, num_points, height, width = self.shape
+        if maps.dim() != 4 or maps.shape[0] != batch or tuple(maps.shape[-2:]) != (height, width):
+            raise ValueError(f"maps must be ({batch}, C, {height}, {width}) for this sampler; "
+                             f"got shape {tuple(maps.shape)}")
+        channels = maps.shape[1]
+        if maps.device != self.matrix.device:
+            raise ValueError(f"maps are on {maps.device}, the sampler's points on {self.matrix.device}")
+        with torch.autocast(maps.device.type, enabled=False):
+            values = maps.float().permute(0, 2, 3, 1).reshape(batch * height * width, channels)
+            out = _SparseRowMix.apply(values, self.matrix, self.matrix_t)  # (B * P, C)
+        return out.view(batch, num_points, channels).transpose(1, 2)

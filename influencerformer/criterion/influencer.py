@@ -8,7 +8,7 @@ from torch import Tensor
 
 from influencerformer.criterion.base import LayerPredictions, SetCriterionBase
 from influencerformer.losses.influencer import FORMULATIONS, mask_influencer_loss, prepare_influencer_targets
-from influencerformer.point_sampling import instance_stratified_coords, point_sample
+from influencerformer.point_sampling import SharedPointSampler, instance_stratified_coords, point_sample
 
 
 def hard_owners(ownership: Tensor) -> Tensor:
@@ -42,8 +42,8 @@ class InfluencerCriterion(SetCriterionBase):
 
     Dense inputs: per image one set of ``num_points`` points shared by every query and GT mask
     (:func:`instance_stratified_coords`: uniform, plus a share drawn inside each instance so
-    small ones are never missed), sampled once per call and reused by every decoder layer; GT
-    masks are binarised at the points. Point-form inputs are used as given.
+    small ones are never missed), sampled once per call and reused by every decoder layer (one
+    :class:`SharedPointSampler` matrix); GT masks are binarised at the points. Point-form inputs are used as given.
 
     Classification follows the ownership: with ``formulation="exclusive"`` the soft
     (Sinkhorn) ownership of each query over the instances and the dustbin is its class target
@@ -57,7 +57,7 @@ class InfluencerCriterion(SetCriterionBase):
                  rep_margin: float = 1.0, temperature: Optional[float] = None, sinkhorn_iters: int = 10,
                  instance_point_share: float = 0.25, exclusion: str = "sum", dice_weight: float = 0.0,
                  detach_ownership: bool = True, claim_floor: Optional[float] = None,
-                 anneal_ownership: bool = False):
+                 anneal_ownership: bool = False, bce_weight: float = 0.0):
         super().__init__(num_classes, weight_dict, eos_coef, num_points)
         if formulation not in FORMULATIONS:
             raise ValueError(f"formulation must be one of {FORMULATIONS}; got {formulation!r}")
@@ -68,7 +68,8 @@ class InfluencerCriterion(SetCriterionBase):
                                 bg_weight=bg_weight, excl_weight=excl_weight, rep_margin=rep_margin,
                                 temperature=temperature, sinkhorn_iters=sinkhorn_iters, exclusion=exclusion,
                                 dice_weight=dice_weight, detach_ownership=detach_ownership,
-                                claim_floor=claim_floor, anneal_ownership=anneal_ownership)
+                                claim_floor=claim_floor, anneal_ownership=anneal_ownership,
+                                bce_weight=bce_weight)
         self.instance_point_share = instance_point_share
         self.last_stats: Dict[str, Tensor] = {}
 
@@ -76,15 +77,16 @@ class InfluencerCriterion(SetCriterionBase):
         """Per image (Q, P) mask logits and (K, P) binary GT at shared points."""
         if preds.point_form:
             return list(preds.masks), [t["masks"] for t in targets]
-        if "coords" not in cache:
+        if "sampler" not in cache:
             with torch.no_grad():
                 coords = [instance_stratified_coords(t["masks"], self.num_points, self.instance_point_share)
                           for t in targets]
-                cache["coords"] = torch.stack(coords).to(preds.masks.device)
+                cache["sampler"] = SharedPointSampler(torch.stack(coords).to(preds.masks.device),
+                                                      *preds.masks.shape[-2:])
                 cache["point_targets"] = [
                     (point_sample(t["masks"][None], c[None].to(t["masks"].device))[0] > 0.5).float()
                     for t, c in zip(targets, coords)]
-        logits = point_sample(preds.masks, cache["coords"])  # (B, Q, P)
+        logits = cache["sampler"](preds.masks)  # (B, Q, P); every layer reuses the sparse sampler
         return list(logits.unbind(0)), cache["point_targets"]
 
     def _layer_losses(self, preds: LayerPredictions, targets, num_masks: Tensor, cache: dict) -> Dict[str, Tensor]:

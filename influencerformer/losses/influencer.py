@@ -217,6 +217,7 @@ def mask_influencer_loss(
     detach_ownership: bool = True,
     claim_floor: Optional[float] = None,
     anneal_ownership: bool = False,
+    bce_weight: float = 0.0,
     return_ownership: bool = False,
     targets: Optional[InfluencerTargets] = None,
 ) -> Dict[str, Tensor]:
@@ -245,6 +246,11 @@ def mask_influencer_loss(
         anneal_ownership: "exclusive" only; epsilon-scaling Sinkhorn (:func:`sinkhorn_ownership`):
             the same plan at convergence, reached -- capacity included -- in ``sinkhorn_iters``
             iterations (about 40) even when the claims span tens of units. Measured in docs/results.md.
+        bce_weight: "exclusive" only; > 0 adds the owner BCE ``mean_k sum_q own[k, q] mean_p BCE(z_qp, M_kp)``
+            (Mask2Former's per-point sigmoid BCE, every point weighted alike): >= 0, 0 at the
+            one-to-one assignment. The claims weigh each instance's points by ``1 / area`` and the
+            background by ``1 / |background|``, which moves the owner's 0.5 boundary with the
+            instance's size; this term's equal per-point weights keep it calibrated.
         targets: :func:`prepare_influencer_targets` of ``target_masks``, when the caller reuses
             them over several decoder layers.
         return_ownership: also return the detached (K, Q) ownership (``"ownership"``) used for
@@ -297,6 +303,8 @@ def mask_influencer_loss(
                "background": bg_term.detach(), "exclusion": zero.detach()}
         if dice_weight > 0:
             out["dice"] = zero.detach()
+        if bce_weight > 0:
+            out["bce"] = zero.detach()
         if return_ownership:
             out["ownership"] = full_rows(mask_logits.new_zeros(0, num_queries))
             out["dustbin_ownership"] = mask_logits.new_ones(num_queries).detach()
@@ -342,6 +350,14 @@ def mask_influencer_loss(
         dice_term = (own * dice).sum(dim=1).mean()
         out["loss"] = out["loss"] + dice_weight * dice_term
         out["dice"] = dice_term.detach()
+    if bce_weight > 0:
+        # BCE(z, y) = softplus(z) - y z, so its mean over all points is the mean softplus minus
+        # (area / P) times the mean logit on the instance: both are rows of ``stats``.
+        area_share = targets.areas.to(stats_lin.dtype)[:, None] / mask_logits.shape[1]  # (K, 1)
+        bce = mean_softplus[-1][None, :] - area_share * stats_lin[:num_inst]  # (K, Q)
+        bce_term = (own * bce).sum(dim=1).mean()
+        out["loss"] = out["loss"] + bce_weight * bce_term
+        out["bce"] = bce_term.detach()
     if return_ownership:
         out["ownership"] = full_rows(own)
         if log_own.shape[0] > num_inst:
@@ -359,7 +375,7 @@ class MaskInfluencerLoss(nn.Module):
                  rep_margin: float = 1.0, temperature: Optional[float] = None,
                  sinkhorn_iters: int = 10, exclusion: str = "sum", dice_weight: float = 0.0,
                  detach_ownership: bool = True, claim_floor: Optional[float] = None,
-                 anneal_ownership: bool = False):
+                 anneal_ownership: bool = False, bce_weight: float = 0.0):
         super().__init__()
         if formulation not in FORMULATIONS:
             raise ValueError(f"formulation must be one of {FORMULATIONS}; got {formulation!r}")
@@ -367,7 +383,8 @@ class MaskInfluencerLoss(nn.Module):
                            bg_weight=bg_weight, excl_weight=excl_weight, rep_margin=rep_margin,
                            temperature=temperature, sinkhorn_iters=sinkhorn_iters, exclusion=exclusion,
                            dice_weight=dice_weight, detach_ownership=detach_ownership,
-                           claim_floor=claim_floor, anneal_ownership=anneal_ownership)
+                           claim_floor=claim_floor, anneal_ownership=anneal_ownership,
+                           bce_weight=bce_weight)
 
     def forward(self, mask_logits: Tensor, target_masks: Tensor,
                 return_ownership: bool = False) -> Dict[str, Tensor]:

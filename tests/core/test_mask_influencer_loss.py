@@ -65,7 +65,10 @@ def reference_exclusive(z, masks, T=0.2, margin=1.0, iters=10, exclusion="share"
     prob = [[1 / (1 + math.exp(-x)) for x in row] for row in z]
     dice = sum(sum(own[k][q] * (1 - (2 * sum(prob[q][p] for p in range(P) if masks[k][p]) + 1)
                                 / (sum(prob[q]) + sum(masks[k]) + 1)) for q in range(Q)) for k in range(K)) / K
-    return attr, rep, bgt, excl, dice
+    # owner BCE: every point weighted alike, BCE(z, y) = -y log s - (1 - y) log(1 - s)
+    bce = sum(sum(own[k][q] * sum(-logsig(z[q][p]) if masks[k][p] else softplus(z[q][p]) for p in range(P)) / P
+                  for q in range(Q)) for k in range(K)) / K
+    return attr, rep, bgt, excl, dice, bce
 
 
 @pytest.fixture
@@ -93,15 +96,18 @@ def test_original_terms_match_scalar_reference(tiny):
 def test_exclusive_terms_match_scalar_reference(tiny, exclusion):
     z, masks = tiny
     out = mask_influencer_loss(z, masks, formulation="exclusive", temperature=0.5, rep_margin=1.2,
-                               attr_weight=1.5, excl_weight=0.7, exclusion=exclusion, dice_weight=0.3)
-    attr, rep, bg, excl, dice = reference_exclusive(z.tolist(), masks.tolist(), T=0.5, margin=1.2,
+                               attr_weight=1.5, excl_weight=0.7, exclusion=exclusion, dice_weight=0.3,
+                               bce_weight=0.4)
+    attr, rep, bg, excl, dice, bce = reference_exclusive(z.tolist(), masks.tolist(), T=0.5, margin=1.2,
                                                     exclusion=exclusion)
     assert out["attractive"].item() == pytest.approx(attr, rel=1e-9)
     assert out["repulsive"].item() == pytest.approx(rep, rel=1e-9, abs=1e-12)
     assert out["background"].item() == pytest.approx(bg, rel=1e-9)
     assert out["exclusion"].item() == pytest.approx(excl, rel=1e-9)
     assert out["dice"].item() == pytest.approx(dice, rel=1e-9)
-    assert out["loss"].item() == pytest.approx(1.5 * attr + rep + bg + 0.7 * excl + 0.3 * dice, rel=1e-9)
+    assert out["bce"].item() == pytest.approx(bce, rel=1e-9)
+    assert out["loss"].item() == pytest.approx(1.5 * attr + rep + bg + 0.7 * excl + 0.3 * dice + 0.4 * bce,
+                                               rel=1e-9)
 
 
 def test_original_reproduces_the_published_duplicate_numbers():
@@ -115,8 +121,9 @@ def test_original_reproduces_the_published_duplicate_numbers():
     assert loss["all_claim_foreground"] == pytest.approx(-1.995, abs=1e-3)
 
 
-@pytest.mark.parametrize("options", [{}, {"exclusion": "share"}, {"exclusion": "owned"}, {"dice_weight": 1.0}],
-                         ids=["sum", "share", "owned", "dice"])
+@pytest.mark.parametrize("options", [{}, {"exclusion": "share"}, {"exclusion": "owned"}, {"dice_weight": 1.0},
+                                     {"bce_weight": 1.0}],
+                         ids=["sum", "share", "owned", "dice", "bce"])
 @pytest.mark.parametrize("num_inst,num_queries", SIZES)
 def test_exclusive_ideal_is_strictly_lowest(num_inst, num_queries, options):
     masks, configs = query_configurations(num_inst, num_queries)
@@ -163,6 +170,7 @@ def test_invariant_to_permuting_queries_and_instances(formulation, tiny):
                                                  ("exclusive", {"exclusion": "share"}),
                                                  ("exclusive", {"exclusion": "owned"}),
                                                  ("exclusive", {"dice_weight": 0.5}),
+                                                 ("exclusive", {"bce_weight": 0.5}),
                                                  ("exclusive", {"anneal_ownership": True, "sinkhorn_iters": 40})])
 def test_gradcheck(formulation, options, tiny):
     """The true gradient of the loss (with the default detached ownership the update is the
@@ -193,6 +201,20 @@ def test_detached_ownership_only_pulls_each_query_by_its_ownership(tiny):
     assert torch.allclose(grads[True], expected, atol=1e-12)
     assert (grads[True] <= 0).all()
     assert (grads[False] > 0).any()  # the undetached version pushes some claimants away
+
+
+def test_owner_bce_weighs_every_point_alike(tiny):
+    """The owner BCE's gradient is Mask2Former's per-point BCE gradient (s - y) / P, weighted by the
+    ownership: the same weight on an instance's points as on the background, whatever the area."""
+    z, masks = tiny
+    only_bce = dict(attr_weight=0.0, rep_weight=0.0, bg_weight=0.0, excl_weight=0.0, bce_weight=1.0)
+    x = z.clone().requires_grad_(True)
+    out = mask_influencer_loss(x, masks, return_ownership=True, **only_bce)
+    out["loss"].backward()
+    own = out["ownership"]  # (K, Q)
+    num_inst, num_points = masks.shape
+    expected = (own.sum(0)[:, None] * torch.sigmoid(z) - own.T @ masks) / (num_points * num_inst)
+    assert torch.allclose(x.grad, expected, atol=1e-12)
 
 
 # The ownership of the 3D configs (annealed Sinkhorn at a low temperature), with and without

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from influencerformer.point_sampling import instance_stratified_coords, point_sample, uncertain_point_coords
+from influencerformer.point_sampling import (SharedPointSampler, instance_stratified_coords, point_sample,
+                                             uncertain_point_coords)
 
 
 def test_point_sample_reads_pixel_centres():
@@ -39,3 +40,33 @@ def test_instance_stratified_points_reach_tiny_instances():
     assert inside[1].sum() >= 40  # ~ 1000 * 0.25 / 3 drawn inside the 2x2 instance
     # no instances: all uniform
     assert instance_stratified_coords(torch.zeros(0, 8, 8), 50).shape == (50, 2)
+
+
+def test_shared_sampler_equals_point_sample_in_value_and_gradient():
+    gen = torch.Generator().manual_seed(0)
+    maps = torch.randn(2, 5, 7, 9, generator=gen, dtype=torch.float64).float().requires_grad_(True)
+    coords = torch.rand(2, 300, 2, generator=gen)
+    # the border and beyond the outermost pixel centres, where zero padding weighs in
+    coords[0, :6] = torch.tensor([[0.0, 0.0], [1.0, 1.0], [0.01, 0.99], [0.5, 0.0], [1.0, 0.3], [0.95, 0.97]])
+    sampler = SharedPointSampler(coords, 7, 9)
+    ref = point_sample(maps, coords)
+    grad_out = torch.randn(ref.shape, generator=gen)
+    for _ in range(2):  # reused: the matrix is built once
+        out = sampler(maps)
+        assert out.shape == (2, 5, 300) and out.dtype == torch.float32
+        assert torch.allclose(out, ref, atol=1e-5)
+        got, = torch.autograd.grad(out, maps, grad_out)
+        want, = torch.autograd.grad(ref, maps, grad_out, retain_graph=True)
+        assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_shared_sampler_rejects_maps_of_another_size_and_runs_under_autocast():
+    sampler = SharedPointSampler(torch.rand(1, 10, 2), 4, 4)
+    with pytest.raises(ValueError, match=r"maps must be \(1, C, 4, 4\)"):
+        sampler(torch.zeros(1, 3, 5, 4))
+    with pytest.raises(ValueError, match="coords must be"):
+        SharedPointSampler(torch.rand(10, 2), 4, 4)
+    maps = torch.randn(1, 3, 4, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = sampler(maps.bfloat16())
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
