@@ -36,6 +36,17 @@ def hard_owners(ownership: Tensor) -> Tensor:
     return out
 
 
+def class_log_odds(class_logits: Tensor, labels: Tensor) -> Tensor:
+    """(Q, C + 1) class logits, (K,) labels -> detached (K, Q) ``log p_q(label_k) - log p_q(no object)``.
+
+    Added to the claims of the ownership only (``class_ownership_weight``): up to a per-query
+    constant, which the Sinkhorn normalisation ignores, it is Mask2Former's class matching cost
+    ``-p_q(label_k)`` in log form, for the instances and the dustbin alike.
+    """
+    log_probs = torch.log_softmax(class_logits.detach().float(), dim=-1)
+    return (log_probs[:, labels] - log_probs[:, -1:]).transpose(0, 1)
+
+
 class InfluencerCriterion(SetCriterionBase):
     """No matcher anywhere: returns ``loss_ce``, ``loss_influencer`` (and ``loss_score`` when
     ``pred_scores`` are given), plus ``_i`` copies per aux layer.
@@ -48,7 +59,9 @@ class InfluencerCriterion(SetCriterionBase):
     Classification follows the ownership: with ``formulation="exclusive"`` the soft
     (Sinkhorn) ownership of each query over the instances and the dustbin is its class target
     distribution (dustbin mass -> "no object"); with ``"original"``, hard owners
-    (:func:`hard_owners`). Ownership is detached for these targets.
+    (:func:`hard_owners`). Ownership is detached for these targets. ``class_ownership_weight > 0``
+    lets the ownership also see the class evidence (:func:`class_log_odds`), as Mask2Former's
+    matching cost does; ``bce_weight`` and the other loss keywords go to the core loss.
     """
 
     def __init__(self, num_classes: int, weight_dict: Mapping[str, float], eos_coef: float = 0.1,
@@ -57,7 +70,7 @@ class InfluencerCriterion(SetCriterionBase):
                  rep_margin: float = 1.0, temperature: Optional[float] = None, sinkhorn_iters: int = 10,
                  instance_point_share: float = 0.25, exclusion: str = "sum", dice_weight: float = 0.0,
                  detach_ownership: bool = True, claim_floor: Optional[float] = None,
-                 anneal_ownership: bool = False, bce_weight: float = 0.0):
+                 anneal_ownership: bool = False, bce_weight: float = 0.0, class_ownership_weight: float = 0.0):
         super().__init__(num_classes, weight_dict, eos_coef, num_points)
         if formulation not in FORMULATIONS:
             raise ValueError(f"formulation must be one of {FORMULATIONS}; got {formulation!r}")
@@ -71,6 +84,9 @@ class InfluencerCriterion(SetCriterionBase):
                                 claim_floor=claim_floor, anneal_ownership=anneal_ownership,
                                 bce_weight=bce_weight)
         self.instance_point_share = instance_point_share
+        if class_ownership_weight < 0:
+            raise ValueError(f"class_ownership_weight must be >= 0; got {class_ownership_weight}")
+        self.class_ownership_weight = class_ownership_weight
         self.last_stats: Dict[str, Tensor] = {}
 
     def _points(self, preds: LayerPredictions, targets, cache: dict) -> Tuple[List[Tensor], List[Tensor]]:
@@ -93,8 +109,13 @@ class InfluencerCriterion(SetCriterionBase):
         point_logits, point_targets = self._points(preds, targets, cache)
         if "prepared" not in cache:  # GT-only, shared by every decoder layer
             cache["prepared"] = [prepare_influencer_targets(t) for t in point_targets]
-        per_image = [mask_influencer_loss(lg, tgt, return_ownership=True, targets=prep, **self.loss_kwargs)
-                     for lg, tgt, prep in zip(point_logits, point_targets, cache["prepared"])]
+        biases = [None] * len(targets)
+        if self.class_ownership_weight > 0 and self.formulation == "exclusive":
+            biases = [self.class_ownership_weight * class_log_odds(cls, t["labels"])
+                      for cls, t in zip(preds.logits, targets)]
+        per_image = [mask_influencer_loss(lg, tgt, return_ownership=True, targets=prep, ownership_bias=bias,
+                                          **self.loss_kwargs)
+                     for lg, tgt, prep, bias in zip(point_logits, point_targets, cache["prepared"], biases)]
         if self.formulation == "original":
             assignments = [hard_owners(out["ownership"]) for out in per_image]
         else:

@@ -218,6 +218,7 @@ def mask_influencer_loss(
     claim_floor: Optional[float] = None,
     anneal_ownership: bool = False,
     bce_weight: float = 0.0,
+    ownership_bias: Optional[Tensor] = None,
     return_ownership: bool = False,
     targets: Optional[InfluencerTargets] = None,
 ) -> Dict[str, Tensor]:
@@ -251,6 +252,11 @@ def mask_influencer_loss(
             one-to-one assignment. The claims weigh each instance's points by ``1 / area`` and the
             background by ``1 / |background|``, which moves the owner's 0.5 boundary with the
             instance's size; this term's equal per-point weights keep it calibrated.
+        ownership_bias: "exclusive" only; (K, Q) scores added (detached) to the claims that the
+            ownership sees, never to the loss terms: e.g. each query's class log-probability of
+            the instance's label, as Mask2Former's matching cost adds a class cost. A finite bias
+            leaves the ideal the infimum (its non-owners' claims go to -inf), but at finite logits
+            a bias larger than the claim gap can hand an instance to a non-owner.
         targets: :func:`prepare_influencer_targets` of ``target_masks``, when the caller reuses
             them over several decoder layers.
         return_ownership: also return the detached (K, Q) ownership (``"ownership"``) used for
@@ -310,14 +316,20 @@ def mask_influencer_loss(
             out["dustbin_ownership"] = mask_logits.new_ones(num_queries).detach()
         return out
 
+    own_claims = claims
+    if ownership_bias is not None:
+        if ownership_bias.shape != (targets.kept.shape[0], num_queries):
+            raise ValueError(f"ownership_bias must be (K, Q) = ({targets.kept.shape[0]}, {num_queries}); "
+                             f"got {tuple(ownership_bias.shape)}")
+        own_claims = claims + ownership_bias.detach().to(claims.dtype)[targets.kept]
     if claim_floor is not None:
         # Scores below the floor are equal for the ownership: a silent query (g -> -inf) stays a
         # candidate, so the normalisation can enforce query capacity in a few iterations and an
         # instance whose best claimant is taken recruits a silent query (which its pull wakes up).
-        log_own = sinkhorn_ownership(claims.clamp(min=claim_floor), silence.clamp(min=claim_floor),
+        log_own = sinkhorn_ownership(own_claims.clamp(min=claim_floor), silence.clamp(min=claim_floor),
                                      temperature, sinkhorn_iters, anneal_ownership)
     else:
-        log_own = sinkhorn_ownership(claims, silence, temperature, sinkhorn_iters, anneal_ownership)
+        log_own = sinkhorn_ownership(own_claims, silence, temperature, sinkhorn_iters, anneal_ownership)
     own = log_own[:num_inst].exp()  # (K, Q), rows sum to 1
     if detach_ownership:
         own = own.detach()

@@ -87,7 +87,7 @@ def test_point_form_mask_term_is_the_core_loss():
 def test_variant_flags_reach_the_core_loss():
     gen = torch.Generator().manual_seed(4)
     flags = dict(exclusion="owned", dice_weight=0.5, claim_floor=-2.3, detach_ownership=False,
-                 anneal_ownership=True, sinkhorn_iters=12)
+                 anneal_ownership=True, sinkhorn_iters=12, bce_weight=0.7)
     crit = InfluencerCriterion(C, I_WEIGHTS, **flags)
     outputs, targets = point_batch(gen, scores=False)
     losses = crit(outputs, targets)
@@ -95,6 +95,7 @@ def test_variant_flags_reach_the_core_loss():
                             for m, t in zip(outputs["pred_masks"], targets)]).mean()
     assert losses["loss_influencer"].item() == pytest.approx(expected.item(), rel=1e-6)
     assert "dice" in crit.last_stats and crit.last_stats["dice"] > 0
+    assert "bce" in crit.last_stats and crit.last_stats["bce"] > 0
     assert crit.loss_kwargs.items() >= flags.items()
     # the default ownership is detached; the flag changes gradients, not values
     assert InfluencerCriterion(C, I_WEIGHTS).loss_kwargs["detach_ownership"] is True
@@ -151,6 +152,33 @@ def test_exclusive_ownership_teaches_the_owner_its_class():
     # gradient descent raises the owner's own class and "no object" for the spare queries
     assert logits.grad[0].argmin() == 2 and logits.grad[1].argmin() == 0 and logits.grad[2].argmin() == 1
     assert (logits.grad[3:].argmin(1) == C).all()
+
+
+def test_class_evidence_decides_between_duplicate_masks():
+    """Two queries predict the same mask: the claims tie, so without class evidence the ownership
+    splits; with ``class_ownership_weight`` it goes to the query that predicts the label."""
+    from influencerformer.criterion.influencer import class_log_odds
+    masks = torch.zeros(1, 40, dtype=torch.bool)
+    masks[0, :10] = True
+    mask_logits = torch.full((4, 40), -6.0)
+    mask_logits[:2, :10] = 6.0  # queries 0 and 1 are duplicates
+    logits = torch.zeros(4, C + 1)
+    logits[1, 2] = 3.0  # query 1 says "class 2", query 0 is undecided
+    targets = [{"labels": torch.tensor([2]), "masks": masks}]
+    owners = {}
+    for weight in (0.0, 1.0):
+        crit = InfluencerCriterion(C, I_WEIGHTS, class_ownership_weight=weight, anneal_ownership=True,
+                                   sinkhorn_iters=40)
+        crit({"pred_logits": [logits], "pred_masks": [mask_logits]}, targets)
+        owners[weight] = crit.last_assignments[0][0]
+    assert owners[0.0][0].item() == pytest.approx(owners[0.0][1].item(), abs=1e-6)
+    assert owners[1.0][1] > 0.9 and owners[1.0][0] < 0.1
+    odds = class_log_odds(logits, torch.tensor([2, 0]))
+    log_p = logits.log_softmax(-1)
+    assert odds.shape == (2, 4)
+    assert torch.allclose(odds[0], log_p[:, 2] - log_p[:, C]) and torch.allclose(odds[1], log_p[:, 0] - log_p[:, C])
+    with pytest.raises(ValueError, match="class_ownership_weight"):
+        InfluencerCriterion(C, I_WEIGHTS, class_ownership_weight=-1.0)
 
 
 @pytest.mark.parametrize("name", ["hungarian", "exclusive", "original"])

@@ -203,6 +203,24 @@ def test_detached_ownership_only_pulls_each_query_by_its_ownership(tiny):
     assert (grads[False] > 0).any()  # the undetached version pushes some claimants away
 
 
+@pytest.mark.parametrize("num_inst,num_queries", SIZES)
+def test_ownership_bias_moves_the_ownership_not_the_minimum(num_inst, num_queries):
+    """A bias on the ownership's scores (class evidence) leaves the ideal strictly lowest: it cannot
+    outweigh the claims of a confident prediction (logits +-8 here; the bias has std 1)."""
+    masks, configs = query_configurations(num_inst, num_queries)
+    bias = torch.randn(num_inst, num_queries, generator=torch.Generator().manual_seed(0), dtype=masks.dtype)
+    loss = {name: mask_influencer_loss(z, masks, ownership_bias=bias)["loss"].item() for name, z in configs.items()}
+    for name in configs:
+        if name != "ideal":
+            assert loss[name] > loss["ideal"] + 1e-3, (name, loss)
+    z = configs["ideal"]
+    plain = mask_influencer_loss(z * 0.0, masks, return_ownership=True)["ownership"]
+    biased = mask_influencer_loss(z * 0.0, masks, return_ownership=True, ownership_bias=bias)["ownership"]
+    assert num_queries == 1 or not torch.allclose(plain, biased)  # one query owns everything anyway
+    with pytest.raises(ValueError, match="ownership_bias must be"):
+        mask_influencer_loss(z, masks, ownership_bias=torch.zeros(num_inst + 1, num_queries))
+
+
 def test_owner_bce_weighs_every_point_alike(tiny):
     """The owner BCE's gradient is Mask2Former's per-point BCE gradient (s - y) / P, weighted by the
     ownership: the same weight on an instance's points as on the background, whatever the area."""

@@ -134,7 +134,7 @@ def test_config_keys_reach_the_core():
                            formulation="original").items():
         assert core.loss_kwargs[key] == value
     flags = dict(exclusion="owned", dice_weight=0.5, claim_floor=-2.3, detach_ownership=False,
-                 anneal_ownership=True, sinkhorn_iters=40)
+                 anneal_ownership=True, sinkhorn_iters=40, bce_weight=0.5)
     assert criterion(**flags).core.loss_kwargs.items() >= flags.items()
 
 
