@@ -88,7 +88,7 @@ class OneFormer3DInfluencerCriterion:
             (the core's ``eos_coef``).
         attr_weight, rep_weight, bg_weight, rep_margin, temperature, formulation, excl_weight,
         sinkhorn_iters, exclusion, dice_weight, detach_ownership, claim_floor, anneal_ownership,
-        bce_weight: passed unchanged to the core
+        bce_weight, class_ownership_weight: passed unchanged to the core
             criterion (``None``: the core's default).
         iter_matcher: accepted so that OneFormer3D configs can switch criteria by changing
             ``type`` only; there is no matcher, so it has no effect.
@@ -101,7 +101,8 @@ class OneFormer3DInfluencerCriterion:
                  sinkhorn_iters: Optional[int] = None, exclusion: Optional[str] = None,
                  dice_weight: Optional[float] = None, detach_ownership: Optional[bool] = None,
                  claim_floor: Optional[float] = None, anneal_ownership: Optional[bool] = None,
-                 bce_weight: Optional[float] = None, iter_matcher: Optional[bool] = None):
+                 bce_weight: Optional[float] = None, class_ownership_weight: Optional[float] = None,
+                 iter_matcher: Optional[bool] = None):
         weights = [float(w) for w in loss_weight]
         if len(weights) not in (2, 3):
             raise ValueError(f"loss_weight must be [cls, influencer] or [cls, influencer, score]; "
@@ -115,7 +116,8 @@ class OneFormer3DInfluencerCriterion:
         optional = {} if sinkhorn_iters is None else {"sinkhorn_iters": int(sinkhorn_iters)}
         for key, value in (("exclusion", exclusion), ("dice_weight", dice_weight),
                            ("detach_ownership", detach_ownership), ("claim_floor", claim_floor),
-                           ("anneal_ownership", anneal_ownership), ("bce_weight", bce_weight)):
+                           ("anneal_ownership", anneal_ownership), ("bce_weight", bce_weight),
+                           ("class_ownership_weight", class_ownership_weight)):
             if value is not None:
                 optional[key] = value
         self.core = CoreInfluencerCriterion(

@@ -136,6 +136,7 @@ def test_config_keys_reach_the_core():
     flags = dict(exclusion="owned", dice_weight=0.5, claim_floor=-2.3, detach_ownership=False,
                  anneal_ownership=True, sinkhorn_iters=40, bce_weight=0.5)
     assert criterion(**flags).core.loss_kwargs.items() >= flags.items()
+    assert criterion(class_ownership_weight=0.5).core.class_ownership_weight == 0.5
 
 
 def test_iter_matcher_and_query_masks_do_not_change_the_loss():
