@@ -33,6 +33,8 @@ def test_model_builds(name):
     if kind == "influencer":  # the measured ownership setting reaches the core loss
         assert model.criterion.loss_kwargs["anneal_ownership"] is True
         assert model.criterion.loss_kwargs["sinkhorn_iters"] == 40
+        assert model.criterion.loss_kwargs["bce_weight"] == 1.0
+        assert model.criterion.class_ownership_weight == 1.0
     assert len(model.transformer_decoder.cross_attention_layers) == cfg.model.transformer_decoder.dec_layers
     if name.startswith("coco/"):
         total, backbone = count(model), count(model.backbone)
