@@ -196,12 +196,17 @@ def test_images_without_instances_give_finite_loss_and_gradients(name):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("name", ["hungarian", "exclusive", "original"])
+@pytest.mark.parametrize("name", ["hungarian", "exclusive", "original", "2d-config"])
 def test_autocast(name, dtype):
     gen = torch.Generator().manual_seed(5)
-    crit = make_criteria()[name]
+    if name == "2d-config":  # the flags of configs/common/criterion.py
+        crit = InfluencerCriterion(C, I_WEIGHTS, num_points=200, anneal_ownership=True, sinkhorn_iters=40,
+                                   bce_weight=1.0, class_ownership_weight=1.0)
+    else:
+        crit = make_criteria()[name]
     outputs, targets = dense_batch(gen)
     outputs["pred_masks"] = (outputs["pred_masks"].detach() * 1e3).to(dtype).requires_grad_(True)
+    outputs["pred_logits"] = (outputs["pred_logits"].detach() * 1e3).to(dtype).requires_grad_(True)
     with torch.autocast("cpu", dtype=dtype):
         losses = crit(outputs, targets)
     assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())

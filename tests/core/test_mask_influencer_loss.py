@@ -239,8 +239,9 @@ def test_owner_bce_weighs_every_point_alike(tiny):
 # gradients through the plan: the schedule's temperatures come from the scores' spread.
 ANNEALED = dict(exclusion="owned", anneal_ownership=True, sinkhorn_iters=40, temperature=0.05)
 NUMERIC_CASES = [("original", {}), ("exclusive", {}), ("exclusive", ANNEALED),
-                 ("exclusive", ANNEALED | {"detach_ownership": False})]
-NUMERIC_IDS = ["original", "exclusive", "annealed", "annealed-undetached"]
+                 ("exclusive", ANNEALED | {"detach_ownership": False}),
+                 ("exclusive", {"anneal_ownership": True, "sinkhorn_iters": 40, "bce_weight": 1.0})]
+NUMERIC_IDS = ["original", "exclusive", "annealed", "annealed-undetached", "2d-config"]
 
 
 @pytest.mark.parametrize("formulation,options", NUMERIC_CASES, ids=NUMERIC_IDS)
