@@ -86,6 +86,9 @@ class InfluencerCriterion(SetCriterionBase):
         self.instance_point_share = instance_point_share
         if class_ownership_weight < 0:
             raise ValueError(f"class_ownership_weight must be >= 0; got {class_ownership_weight}")
+        if class_ownership_weight > 0 and formulation != "exclusive":
+            raise ValueError("class_ownership_weight needs formulation='exclusive' (the original "
+                             f"formulation has no Sinkhorn ownership); got {formulation!r}")
         self.class_ownership_weight = class_ownership_weight
         self.last_stats: Dict[str, Tensor] = {}
 
@@ -110,7 +113,7 @@ class InfluencerCriterion(SetCriterionBase):
         if "prepared" not in cache:  # GT-only, shared by every decoder layer
             cache["prepared"] = [prepare_influencer_targets(t) for t in point_targets]
         biases = [None] * len(targets)
-        if self.class_ownership_weight > 0 and self.formulation == "exclusive":
+        if self.class_ownership_weight > 0:
             biases = [self.class_ownership_weight * class_log_odds(cls, t["labels"])
                       for cls, t in zip(preds.logits, targets)]
         per_image = [mask_influencer_loss(lg, tgt, return_ownership=True, targets=prep, ownership_bias=bias,

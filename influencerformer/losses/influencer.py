@@ -398,10 +398,10 @@ class MaskInfluencerLoss(nn.Module):
                            claim_floor=claim_floor, anneal_ownership=anneal_ownership,
                            bce_weight=bce_weight)
 
-    def forward(self, mask_logits: Tensor, target_masks: Tensor,
-                return_ownership: bool = False) -> Dict[str, Tensor]:
+    def forward(self, mask_logits: Tensor, target_masks: Tensor, return_ownership: bool = False,
+                ownership_bias: Optional[Tensor] = None) -> Dict[str, Tensor]:
         return mask_influencer_loss(mask_logits, target_masks, return_ownership=return_ownership,
-                                    **self.kwargs)
+                                    ownership_bias=ownership_bias, **self.kwargs)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.kwargs.items())

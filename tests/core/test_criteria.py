@@ -179,6 +179,8 @@ def test_class_evidence_decides_between_duplicate_masks():
     assert torch.allclose(odds[0], log_p[:, 2] - log_p[:, C]) and torch.allclose(odds[1], log_p[:, 0] - log_p[:, C])
     with pytest.raises(ValueError, match="class_ownership_weight"):
         InfluencerCriterion(C, I_WEIGHTS, class_ownership_weight=-1.0)
+    with pytest.raises(ValueError, match="class_ownership_weight needs formulation='exclusive'"):
+        InfluencerCriterion(C, I_WEIGHTS, formulation="original", class_ownership_weight=1.0)
 
 
 @pytest.mark.parametrize("name", ["hungarian", "exclusive", "original"])

@@ -217,6 +217,8 @@ def test_ownership_bias_moves_the_ownership_not_the_minimum(num_inst, num_querie
     plain = mask_influencer_loss(z * 0.0, masks, return_ownership=True)["ownership"]
     biased = mask_influencer_loss(z * 0.0, masks, return_ownership=True, ownership_bias=bias)["ownership"]
     assert num_queries == 1 or not torch.allclose(plain, biased)  # one query owns everything anyway
+    from_module = MaskInfluencerLoss()(z * 0.0, masks, return_ownership=True, ownership_bias=bias)["ownership"]
+    assert torch.equal(from_module, biased)
     with pytest.raises(ValueError, match="ownership_bias must be"):
         mask_influencer_loss(z, masks, ownership_bias=torch.zeros(num_inst + 1, num_queries))
 
