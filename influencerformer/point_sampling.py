@@ -5,6 +5,7 @@ Coordinates are normalised to [0, 1] x [0, 1] as (x, y), like Mask2Former / Poin
 from __future__ import annotations
 
 import warnings
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -61,8 +62,8 @@ def instance_stratified_coords(target_masks: Tensor, num_points: int, instance_s
     inside the cell). Points drawn inside an instance are uniform *within* it, as are the uniform
     points that fall in it, so per-instance means over the points inside an instance stay
     unbiased estimates of the means over its pixels, while every instance, however small,
-    receives points. Importance sampling by uncertainty is not used here: it would bias those
-    means (the geometric-mean claims need unbiased per-instance averages).
+    receives points. Importance sampling by uncertainty is added on top by
+    :func:`shared_point_coords`.
     """
     device = target_masks.device
     num_inst = target_masks.shape[0]
@@ -83,6 +84,34 @@ def instance_stratified_coords(target_masks: Tensor, num_points: int, instance_s
         y = (torch.div(cells, gw, rounding_mode="floor").float() + jitter[:, 1]) / gh
         coords.append(torch.stack([x, y], dim=1))
     return torch.cat(coords, dim=0)
+
+
+@torch.no_grad()
+def shared_point_coords(mask_logits: Tensor, target_masks: Sequence[Tensor], num_points: int,
+                        instance_share: float = 0.25, importance_sample_ratio: float = 0.0,
+                        oversample_ratio: float = 3.0) -> Tensor:
+    """One point set per image for *all* queries: (B, Q, H, W) logits, B x (K, H', W') masks -> (B, P, 2).
+
+    ``importance_sample_ratio * num_points`` points come first and are where some query is least
+    certain: Mask2Former's importance sampling (:func:`uncertain_point_coords`, all kept by
+    uncertainty) applied to ``min_q |z_q|``, so one set serves every query -- once the
+    non-owners are silent, the uncertain points are the owners' boundaries. The rest come from
+    :func:`instance_stratified_coords` (uniform plus a share inside each instance).
+    """
+    if mask_logits.dim() != 4:
+        raise ValueError(f"mask_logits must be (B, Q, H, W); got shape {tuple(mask_logits.shape)}")
+    if len(target_masks) != mask_logits.shape[0]:
+        raise ValueError(f"{len(target_masks)} target mask tensors for a batch of {mask_logits.shape[0]}")
+    if not 0 <= importance_sample_ratio < 1:
+        raise ValueError(f"importance_sample_ratio must be in [0, 1); got {importance_sample_ratio}")
+    num_uncertain = int(importance_sample_ratio * num_points)
+    coords = torch.stack([instance_stratified_coords(m, num_points - num_uncertain, instance_share)
+                          for m in target_masks]).to(mask_logits.device)
+    if num_uncertain > 0:
+        closest_to_half = mask_logits.detach().float().abs().amin(dim=1)  # (B, H, W)
+        uncertain = uncertain_point_coords(closest_to_half, num_uncertain, oversample_ratio, 1.0)
+        coords = torch.cat([uncertain, coords], dim=1)
+    return coords
 
 
 class _SparseRowMix(torch.autograd.Function):

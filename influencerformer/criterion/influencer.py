@@ -8,7 +8,7 @@ from torch import Tensor
 
 from influencerformer.criterion.base import LayerPredictions, SetCriterionBase
 from influencerformer.losses.influencer import FORMULATIONS, mask_influencer_loss, prepare_influencer_targets
-from influencerformer.point_sampling import SharedPointSampler, instance_stratified_coords, point_sample
+from influencerformer.point_sampling import SharedPointSampler, point_sample, shared_point_coords
 
 
 def hard_owners(ownership: Tensor) -> Tensor:
@@ -52,9 +52,13 @@ class InfluencerCriterion(SetCriterionBase):
     ``pred_scores`` are given), plus ``_i`` copies per aux layer.
 
     Dense inputs: per image one set of ``num_points`` points shared by every query and GT mask
-    (:func:`instance_stratified_coords`: uniform, plus a share drawn inside each instance so
-    small ones are never missed), sampled once per call and reused by every decoder layer (one
-    :class:`SharedPointSampler` matrix); GT masks are binarised at the points. Point-form inputs are used as given.
+    (:func:`shared_point_coords`: uniform, a share drawn inside each instance so small ones are
+    never missed and, with ``importance_sample_ratio > 0``, a share where the final layer is
+    least certain), drawn once per call and reused by every decoder layer (one
+    :class:`SharedPointSampler` matrix); GT masks are binarised at the points. Every term of the
+    loss is 0 at the ideal and > 0 elsewhere on any point set, so importance sampling leaves the
+    minimum where it is; it makes the means over an instance weigh its boundary more, as
+    Mask2Former's point losses do. Point-form inputs are used as given.
 
     Classification follows the ownership: with ``formulation="exclusive"`` the soft
     (Sinkhorn) ownership of each query over the instances and the dustbin is its class target
@@ -70,7 +74,9 @@ class InfluencerCriterion(SetCriterionBase):
                  rep_margin: float = 1.0, temperature: Optional[float] = None, sinkhorn_iters: int = 10,
                  instance_point_share: float = 0.25, exclusion: str = "sum", dice_weight: float = 0.0,
                  detach_ownership: bool = True, claim_floor: Optional[float] = None,
-                 anneal_ownership: bool = False, bce_weight: float = 0.0, class_ownership_weight: float = 0.0):
+                 anneal_ownership: bool = False, bce_weight: float = 0.0, class_ownership_weight: float = 0.0,
+                 importance_sample_ratio: float = 0.0, oversample_ratio: float = 3.0,
+                 ownership_spread_floor: Optional[float] = None):
         super().__init__(num_classes, weight_dict, eos_coef, num_points)
         if formulation not in FORMULATIONS:
             raise ValueError(f"formulation must be one of {FORMULATIONS}; got {formulation!r}")
@@ -82,8 +88,14 @@ class InfluencerCriterion(SetCriterionBase):
                                 temperature=temperature, sinkhorn_iters=sinkhorn_iters, exclusion=exclusion,
                                 dice_weight=dice_weight, detach_ownership=detach_ownership,
                                 claim_floor=claim_floor, anneal_ownership=anneal_ownership,
-                                bce_weight=bce_weight)
+                                bce_weight=bce_weight, ownership_spread_floor=ownership_spread_floor)
         self.instance_point_share = instance_point_share
+        if not 0 <= importance_sample_ratio < 1:
+            raise ValueError(f"importance_sample_ratio must be in [0, 1); got {importance_sample_ratio}")
+        if oversample_ratio < 1:
+            raise ValueError(f"oversample_ratio must be >= 1; got {oversample_ratio}")
+        self.importance_sample_ratio = importance_sample_ratio
+        self.oversample_ratio = oversample_ratio
         if class_ownership_weight < 0:
             raise ValueError(f"class_ownership_weight must be >= 0; got {class_ownership_weight}")
         if class_ownership_weight > 0 and formulation != "exclusive":
@@ -96,12 +108,12 @@ class InfluencerCriterion(SetCriterionBase):
         """Per image (Q, P) mask logits and (K, P) binary GT at shared points."""
         if preds.point_form:
             return list(preds.masks), [t["masks"] for t in targets]
-        if "sampler" not in cache:
+        if "sampler" not in cache:  # the first call scores the final layer
+            coords = shared_point_coords(preds.masks, [t["masks"] for t in targets], self.num_points,
+                                         self.instance_point_share, self.importance_sample_ratio,
+                                         self.oversample_ratio)
             with torch.no_grad():
-                coords = [instance_stratified_coords(t["masks"], self.num_points, self.instance_point_share)
-                          for t in targets]
-                cache["sampler"] = SharedPointSampler(torch.stack(coords).to(preds.masks.device),
-                                                      *preds.masks.shape[-2:])
+                cache["sampler"] = SharedPointSampler(coords, *preds.masks.shape[-2:])
                 cache["point_targets"] = [
                     (point_sample(t["masks"][None], c[None].to(t["masks"].device))[0] > 0.5).float()
                     for t, c in zip(targets, coords)]

@@ -218,6 +218,7 @@ def mask_influencer_loss(
     claim_floor: Optional[float] = None,
     anneal_ownership: bool = False,
     bce_weight: float = 0.0,
+    ownership_spread_floor: Optional[float] = None,
     ownership_bias: Optional[Tensor] = None,
     return_ownership: bool = False,
     targets: Optional[InfluencerTargets] = None,
@@ -252,6 +253,13 @@ def mask_influencer_loss(
             one-to-one assignment. The claims weigh each instance's points by ``1 / area`` and the
             background by ``1 / |background|``, which moves the owner's 0.5 boundary with the
             instance's size; this term's equal per-point weights keep it calibrated.
+        ownership_spread_floor: "exclusive" only; when the scores the ownership sees are closer
+            together than this -- the RMS of the double-centred claims (and silences, with a
+            dustbin), the only part a Sinkhorn plan depends on -- they are scaled up to it. Near a symmetric start
+            (claims within 0.01) the plan then decides as a matcher's argmax would, instead of
+            staying uniform until the claims drift apart; once they spread beyond the floor
+            nothing changes. The loss terms, hence the value at the ideal and the minimum, are
+            unchanged.
         ownership_bias: "exclusive" only; (K, Q) scores added (detached) to the claims that the
             ownership sees, never to the loss terms: e.g. each query's class log-probability of
             the instance's label, as Mask2Former's matching cost adds a class cost. A finite bias
@@ -322,14 +330,21 @@ def mask_influencer_loss(
             raise ValueError(f"ownership_bias must be (K, Q) = ({targets.kept.shape[0]}, {num_queries}); "
                              f"got {tuple(ownership_bias.shape)}")
         own_claims = claims + ownership_bias.detach().to(claims.dtype)[targets.kept]
+    own_silence = silence
     if claim_floor is not None:
         # Scores below the floor are equal for the ownership: a silent query (g -> -inf) stays a
         # candidate, so the normalisation can enforce query capacity in a few iterations and an
         # instance whose best claimant is taken recruits a silent query (which its pull wakes up).
-        log_own = sinkhorn_ownership(own_claims.clamp(min=claim_floor), silence.clamp(min=claim_floor),
-                                     temperature, sinkhorn_iters, anneal_ownership)
-    else:
-        log_own = sinkhorn_ownership(own_claims, silence, temperature, sinkhorn_iters, anneal_ownership)
+        own_claims, own_silence = own_claims.clamp(min=claim_floor), own_silence.clamp(min=claim_floor)
+    if ownership_spread_floor is not None and num_queries > 1:
+        # the rows the plan sees (instances, and the dustbin when Q > K), double-centred: a plan
+        # is unchanged by adding a constant to a row or a column, so only this part decides it
+        scores = torch.cat([own_claims, own_silence[None]]) if num_queries > num_inst else own_claims
+        centred = scores - scores.mean(dim=1, keepdim=True) - scores.mean(dim=0, keepdim=True) + scores.mean()
+        spread = centred.pow(2).mean().sqrt()
+        scale = (ownership_spread_floor / spread.clamp(min=1e-6)).clamp(min=1.0)  # only ever sharpens
+        own_claims, own_silence = own_claims * scale, own_silence * scale
+    log_own = sinkhorn_ownership(own_claims, own_silence, temperature, sinkhorn_iters, anneal_ownership)
     own = log_own[:num_inst].exp()  # (K, Q), rows sum to 1
     if detach_ownership:
         own = own.detach()
@@ -387,7 +402,7 @@ class MaskInfluencerLoss(nn.Module):
                  rep_margin: float = 1.0, temperature: Optional[float] = None,
                  sinkhorn_iters: int = 10, exclusion: str = "sum", dice_weight: float = 0.0,
                  detach_ownership: bool = True, claim_floor: Optional[float] = None,
-                 anneal_ownership: bool = False, bce_weight: float = 0.0):
+                 anneal_ownership: bool = False, bce_weight: float = 0.0, ownership_spread_floor: Optional[float] = None):
         super().__init__()
         if formulation not in FORMULATIONS:
             raise ValueError(f"formulation must be one of {FORMULATIONS}; got {formulation!r}")
@@ -396,7 +411,7 @@ class MaskInfluencerLoss(nn.Module):
                            temperature=temperature, sinkhorn_iters=sinkhorn_iters, exclusion=exclusion,
                            dice_weight=dice_weight, detach_ownership=detach_ownership,
                            claim_floor=claim_floor, anneal_ownership=anneal_ownership,
-                           bce_weight=bce_weight)
+                           bce_weight=bce_weight, ownership_spread_floor=ownership_spread_floor)
 
     def forward(self, mask_logits: Tensor, target_masks: Tensor, return_ownership: bool = False,
                 ownership_bias: Optional[Tensor] = None) -> Dict[str, Tensor]:

@@ -237,3 +237,29 @@ def test_bad_inputs_raise_clear_errors():
         InfluencerCriterion(C, {"loss_ce": 1.0})(outputs, targets)
     with pytest.raises(ValueError, match="formulation"):
         InfluencerCriterion(C, I_WEIGHTS, formulation="sinkhorn")
+    with pytest.raises(ValueError, match="importance_sample_ratio"):
+        InfluencerCriterion(C, I_WEIGHTS, importance_sample_ratio=1.0)
+    with pytest.raises(ValueError, match="oversample_ratio"):
+        InfluencerCriterion(C, I_WEIGHTS, importance_sample_ratio=0.5, oversample_ratio=0.5)
+
+
+def test_importance_sampling_weighs_where_a_query_is_uncertain():
+    # The owner is right; a non-owner is undecided (z = 0) on a background blob of 6% of the
+    # image and silent elsewhere. Importance points gather on the blob, so the background term
+    # weighs it more than its share of the area, and its gradient grows.
+    masks = torch.zeros(1, 64, 64, dtype=torch.bool)
+    masks[0, 16:48, 16:48] = True  # cells 4..11 of a 16 x 16 map
+    pred = torch.full((1, 4, 16, 16), -12.0)
+    pred[0, 0] = F.interpolate(masks[None].float(), size=(16, 16), mode="area")[0, 0].mul(24).sub(12)
+    pred[0, 1, 12:16, 0:4] = 0.0
+    targets = [{"labels": torch.tensor([1]), "masks": masks}]
+    blob_grad = {}
+    for ratio in (0.0, 0.75):
+        crit = InfluencerCriterion(C, I_WEIGHTS, num_points=600, importance_sample_ratio=ratio)
+        torch.manual_seed(0)
+        masks_in = pred.clone().requires_grad_(True)
+        loss = crit({"pred_logits": torch.zeros(1, 4, C + 1), "pred_masks": masks_in}, targets)["loss_influencer"]
+        loss.backward()
+        assert torch.isfinite(loss) and torch.isfinite(masks_in.grad).all()
+        blob_grad[ratio] = float(masks_in.grad[0, 1, 12:16, 0:4].sum())
+    assert blob_grad[0.0] > 0 and blob_grad[0.75] > 1.3 * blob_grad[0.0]

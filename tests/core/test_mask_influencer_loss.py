@@ -122,8 +122,8 @@ def test_original_reproduces_the_published_duplicate_numbers():
 
 
 @pytest.mark.parametrize("options", [{}, {"exclusion": "share"}, {"exclusion": "owned"}, {"dice_weight": 1.0},
-                                     {"bce_weight": 1.0}],
-                         ids=["sum", "share", "owned", "dice", "bce"])
+                                     {"bce_weight": 1.0}, {"ownership_spread_floor": 1.0}],
+                         ids=["sum", "share", "owned", "dice", "bce", "standardized"])
 @pytest.mark.parametrize("num_inst,num_queries", SIZES)
 def test_exclusive_ideal_is_strictly_lowest(num_inst, num_queries, options):
     masks, configs = query_configurations(num_inst, num_queries)
@@ -171,7 +171,8 @@ def test_invariant_to_permuting_queries_and_instances(formulation, tiny):
                                                  ("exclusive", {"exclusion": "owned"}),
                                                  ("exclusive", {"dice_weight": 0.5}),
                                                  ("exclusive", {"bce_weight": 0.5}),
-                                                 ("exclusive", {"anneal_ownership": True, "sinkhorn_iters": 40})])
+                                                 ("exclusive", {"anneal_ownership": True, "sinkhorn_iters": 40}),
+                                                 ("exclusive", {"ownership_spread_floor": 1.0})])
 def test_gradcheck(formulation, options, tiny):
     """The true gradient of the loss (with the default detached ownership the update is the
     ownership-weighted semi-gradient instead; see the next test)."""
@@ -242,8 +243,10 @@ def test_owner_bce_weighs_every_point_alike(tiny):
 ANNEALED = dict(exclusion="owned", anneal_ownership=True, sinkhorn_iters=40, temperature=0.05)
 NUMERIC_CASES = [("original", {}), ("exclusive", {}), ("exclusive", ANNEALED),
                  ("exclusive", ANNEALED | {"detach_ownership": False}),
-                 ("exclusive", {"anneal_ownership": True, "sinkhorn_iters": 40, "bce_weight": 1.0})]
-NUMERIC_IDS = ["original", "exclusive", "annealed", "annealed-undetached", "2d-config"]
+                 ("exclusive", {"anneal_ownership": True, "sinkhorn_iters": 40, "bce_weight": 1.0}),
+                 ("exclusive", {"anneal_ownership": True, "sinkhorn_iters": 40, "bce_weight": 1.0,
+                                "ownership_spread_floor": 1.0, "detach_ownership": False})]
+NUMERIC_IDS = ["original", "exclusive", "annealed", "annealed-undetached", "2d-config", "standardized-undetached"]
 
 
 @pytest.mark.parametrize("formulation,options", NUMERIC_CASES, ids=NUMERIC_IDS)
@@ -423,3 +426,29 @@ def test_annealed_ownership_keeps_the_ideal_strictly_lowest():
     for name in configs:
         if name != "ideal":
             assert loss[name] > loss["ideal"] + 1e-3, (name, loss)
+
+
+def test_ownership_spread_floor_decides_a_near_symmetric_start():
+    # Three queries whose masks differ by ~0.01 in logit: the plain plan is nearly uniform; with
+    # the floor each instance gets a clear owner, a different one each, as an argmax would give.
+    gen = torch.Generator().manual_seed(3)
+    masks = torch.zeros(2, 30)
+    masks[0, :10] = masks[1, 10:20] = 1
+    z = 0.01 * torch.randn(3, 30, generator=gen)
+    kw = dict(return_ownership=True, anneal_ownership=True, sinkhorn_iters=40)
+    plain = mask_influencer_loss(z, masks, **kw)
+    floored = mask_influencer_loss(z, masks, ownership_spread_floor=3.0, **kw)
+    assert plain["ownership"].amax() < 0.34
+    assert (floored["ownership"].amax(dim=1) > 0.85).all()
+    assert floored["ownership"].argmax(dim=1).unique().numel() == 2
+    # the plan is what changed: the background term does not depend on it
+    assert not torch.allclose(plain["attractive"], floored["attractive"])
+    assert torch.allclose(plain["background"], floored["background"])
+    # scale-free below the floor: logits ten times further apart (claims nearly so) give nearly
+    # the same plan
+    tenfold = mask_influencer_loss(10 * z, masks, ownership_spread_floor=3.0, **kw)
+    assert torch.allclose(tenfold["ownership"], floored["ownership"], atol=0.05)
+    # above the floor nothing changes
+    wide = 100 * z
+    assert torch.equal(mask_influencer_loss(wide, masks, ownership_spread_floor=0.01, **kw)["ownership"],
+                       mask_influencer_loss(wide, masks, **kw)["ownership"])

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from influencerformer.point_sampling import (SharedPointSampler, instance_stratified_coords, point_sample,
-                                             uncertain_point_coords)
+                                             shared_point_coords, uncertain_point_coords)
 
 
 def test_point_sample_reads_pixel_centres():
@@ -40,6 +40,36 @@ def test_instance_stratified_points_reach_tiny_instances():
     assert inside[1].sum() >= 40  # ~ 1000 * 0.25 / 3 drawn inside the 2x2 instance
     # no instances: all uniform
     assert instance_stratified_coords(torch.zeros(0, 8, 8), 50).shape == (50, 2)
+
+
+def test_shared_points_follow_the_least_certain_query():
+    torch.manual_seed(0)
+    xs = (torch.arange(32.0) + 0.5) / 32
+    logits = torch.full((2, 4, 32, 32), -8.0)  # silent queries are certain everywhere
+    logits[0, 1] = 40.0 * (xs - 0.25)  # image 0: one query's boundary at x = 0.25
+    logits[1, 3] = 40.0 * (0.75 - xs)[:, None].expand(32, 32)  # image 1: at y = 0.75
+    masks = [torch.zeros(1, 64, 64, dtype=torch.bool), torch.zeros(0, 64, 64)]
+    masks[0][0, 50:54, 50:54] = True  # a small instance, away from both boundaries
+    coords = shared_point_coords(logits, masks, 400, instance_share=0.5, importance_sample_ratio=0.75,
+                                 oversample_ratio=10.0)
+    assert coords.shape == (2, 400, 2) and coords.min() >= 0 and coords.max() <= 1
+    # the first 300 points are the most uncertain tenth of 3000 uniform candidates: a band of
+    # about +-0.05 around the boundary (a few more at the image border, where point_sample's zero
+    # padding halves |z|, as in Mask2Former)
+    for dist in ((coords[0, :300, 0] - 0.25).abs(), (coords[1, :300, 1] - 0.75).abs()):
+        assert (dist < 0.07).float().mean() > 0.97 and (dist < 0.1).all()
+    # the stratified rest still reaches the instance: about half of 100 points inside it
+    inside = point_sample(masks[0][None].float(), coords[:1, 300:])[0, 0] > 0.5
+    assert inside.sum() >= 40
+    # without importance sampling, the points are the stratified ones only
+    plain = shared_point_coords(logits, masks, 400, instance_share=0.5)
+    assert ((plain[0, :, 0] - 0.25).abs() < 0.07).float().mean() < 0.3
+    with pytest.raises(ValueError, match="importance_sample_ratio"):
+        shared_point_coords(logits, masks, 400, importance_sample_ratio=1.0)
+    with pytest.raises(ValueError, match="1 target mask tensors for a batch of 2"):
+        shared_point_coords(logits, masks[:1], 400)
+    with pytest.raises(ValueError, match=r"\(B, Q, H, W\)"):
+        shared_point_coords(logits[0], masks, 400)
 
 
 def test_shared_sampler_equals_point_sample_in_value_and_gradient():
