@@ -65,7 +65,10 @@ class InfluencerCriterion(SetCriterionBase):
     distribution (dustbin mass -> "no object"); with ``"original"``, hard owners
     (:func:`hard_owners`). Ownership is detached for these targets. ``class_ownership_weight > 0``
     lets the ownership also see the class evidence (:func:`class_log_odds`), as Mask2Former's
-    matching cost does; ``bce_weight`` and the other loss keywords go to the core loss.
+    matching cost does; ``objectness_exclusion`` scales each query's exclusion by its
+    probability of being an object, ``1 - p_q(no object)`` (detached), so queries that declare
+    "no object" keep free masks as Hungarian's unmatched queries do; ``bce_weight`` and the other
+    loss keywords go to the core loss.
     """
 
     def __init__(self, num_classes: int, weight_dict: Mapping[str, float], eos_coef: float = 0.1,
@@ -76,7 +79,7 @@ class InfluencerCriterion(SetCriterionBase):
                  detach_ownership: bool = True, claim_floor: Optional[float] = None,
                  anneal_ownership: bool = False, bce_weight: float = 0.0, class_ownership_weight: float = 0.0,
                  importance_sample_ratio: float = 0.0, oversample_ratio: float = 3.0,
-                 ownership_spread_floor: Optional[float] = None):
+                 ownership_spread_floor: Optional[float] = None, objectness_exclusion: bool = False):
         super().__init__(num_classes, weight_dict, eos_coef, num_points)
         if formulation not in FORMULATIONS:
             raise ValueError(f"formulation must be one of {FORMULATIONS}; got {formulation!r}")
@@ -102,6 +105,10 @@ class InfluencerCriterion(SetCriterionBase):
             raise ValueError("class_ownership_weight needs formulation='exclusive' (the original "
                              f"formulation has no Sinkhorn ownership); got {formulation!r}")
         self.class_ownership_weight = class_ownership_weight
+        if objectness_exclusion and formulation != "exclusive":
+            raise ValueError("objectness_exclusion needs formulation='exclusive' (the original formulation "
+                             f"has no exclusion); got {formulation!r}")
+        self.objectness_exclusion = objectness_exclusion
         self.last_stats: Dict[str, Tensor] = {}
 
     def _points(self, preds: LayerPredictions, targets, cache: dict) -> Tuple[List[Tensor], List[Tensor]]:
@@ -128,9 +135,13 @@ class InfluencerCriterion(SetCriterionBase):
         if self.class_ownership_weight > 0:
             biases = [self.class_ownership_weight * class_log_odds(cls, t["labels"])
                       for cls, t in zip(preds.logits, targets)]
+        objectness = [None] * len(targets)
+        if self.objectness_exclusion:
+            objectness = [1.0 - torch.softmax(cls.detach().float(), dim=-1)[:, -1] for cls in preds.logits]
         per_image = [mask_influencer_loss(lg, tgt, return_ownership=True, targets=prep, ownership_bias=bias,
-                                          **self.loss_kwargs)
-                     for lg, tgt, prep, bias in zip(point_logits, point_targets, cache["prepared"], biases)]
+                                          query_objectness=obj, **self.loss_kwargs)
+                     for lg, tgt, prep, bias, obj in zip(point_logits, point_targets, cache["prepared"], biases,
+                                                         objectness)]
         if self.formulation == "original":
             assignments = [hard_owners(out["ownership"]) for out in per_image]
         else:

@@ -220,6 +220,7 @@ def mask_influencer_loss(
     bce_weight: float = 0.0,
     ownership_spread_floor: Optional[float] = None,
     ownership_bias: Optional[Tensor] = None,
+    query_objectness: Optional[Tensor] = None,
     return_ownership: bool = False,
     targets: Optional[InfluencerTargets] = None,
 ) -> Dict[str, Tensor]:
@@ -265,6 +266,12 @@ def mask_influencer_loss(
             the instance's label, as Mask2Former's matching cost adds a class cost. A finite bias
             leaves the ideal the infimum (its non-owners' claims go to -inf), but at finite logits
             a bias larger than the claim gap can hand an instance to a non-owner.
+        query_objectness: "exclusive" only; (Q,) weights in (0, 1], used detached: each query's
+            exclusion is scaled by it, e.g. its probability of being an object. A query that
+            declares "no object" is then hardly pushed off other instances: its mask is nearly
+            free, as an unmatched query's is in Hungarian's loss, and the pixel features are no
+            longer pulled by the owner and pushed by every other query at once. Any positive
+            weights leave the zero set, hence the minimum, as they are.
         targets: :func:`prepare_influencer_targets` of ``target_masks``, when the caller reuses
             them over several decoder layers.
         return_ownership: also return the detached (K, Q) ownership (``"ownership"``) used for
@@ -363,6 +370,10 @@ def mask_influencer_loss(
         # every query) and 1 at the one-to-one assignment. It is > 0, so the zero set -- and the
         # unique minimum -- are those of "sum".
         weight = weight * own.amax(dim=1, keepdim=True)
+    if query_objectness is not None:
+        if query_objectness.shape != (num_queries,):
+            raise ValueError(f"query_objectness must be (Q,) = ({num_queries},); got {tuple(query_objectness.shape)}")
+        weight = weight * query_objectness.detach().to(weight.dtype)[None, :]
     exclusion_term = (weight * exclusive_mean).sum(dim=1).mean()
     repulsive = profile_repulsion(claims, rep_margin) if num_inst > 1 else zero
     loss = (attr_weight * attractive + rep_weight * repulsive + bg_weight * bg_term
@@ -414,9 +425,10 @@ class MaskInfluencerLoss(nn.Module):
                            bce_weight=bce_weight, ownership_spread_floor=ownership_spread_floor)
 
     def forward(self, mask_logits: Tensor, target_masks: Tensor, return_ownership: bool = False,
-                ownership_bias: Optional[Tensor] = None) -> Dict[str, Tensor]:
+                ownership_bias: Optional[Tensor] = None, query_objectness: Optional[Tensor] = None) -> Dict[str, Tensor]:
         return mask_influencer_loss(mask_logits, target_masks, return_ownership=return_ownership,
-                                    ownership_bias=ownership_bias, **self.kwargs)
+                                    ownership_bias=ownership_bias, query_objectness=query_objectness,
+                                    **self.kwargs)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.kwargs.items())

@@ -88,7 +88,8 @@ class OneFormer3DInfluencerCriterion:
             (the core's ``eos_coef``).
         attr_weight, rep_weight, bg_weight, rep_margin, temperature, formulation, excl_weight,
         sinkhorn_iters, exclusion, dice_weight, detach_ownership, claim_floor, anneal_ownership,
-        bce_weight, class_ownership_weight: passed unchanged to the core
+        bce_weight, class_ownership_weight, ownership_spread_floor, objectness_exclusion: passed
+            unchanged to the core
             criterion (``None``: the core's default).
         iter_matcher: accepted so that OneFormer3D configs can switch criteria by changing
             ``type`` only; there is no matcher, so it has no effect.
@@ -102,6 +103,7 @@ class OneFormer3DInfluencerCriterion:
                  dice_weight: Optional[float] = None, detach_ownership: Optional[bool] = None,
                  claim_floor: Optional[float] = None, anneal_ownership: Optional[bool] = None,
                  bce_weight: Optional[float] = None, class_ownership_weight: Optional[float] = None,
+                 ownership_spread_floor: Optional[float] = None, objectness_exclusion: Optional[bool] = None,
                  iter_matcher: Optional[bool] = None):
         weights = [float(w) for w in loss_weight]
         if len(weights) not in (2, 3):
@@ -117,7 +119,9 @@ class OneFormer3DInfluencerCriterion:
         for key, value in (("exclusion", exclusion), ("dice_weight", dice_weight),
                            ("detach_ownership", detach_ownership), ("claim_floor", claim_floor),
                            ("anneal_ownership", anneal_ownership), ("bce_weight", bce_weight),
-                           ("class_ownership_weight", class_ownership_weight)):
+                           ("class_ownership_weight", class_ownership_weight),
+                           ("ownership_spread_floor", ownership_spread_floor),
+                           ("objectness_exclusion", objectness_exclusion)):
             if value is not None:
                 optional[key] = value
         self.core = CoreInfluencerCriterion(

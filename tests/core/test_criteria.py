@@ -263,3 +263,24 @@ def test_importance_sampling_weighs_where_a_query_is_uncertain():
         assert torch.isfinite(loss) and torch.isfinite(masks_in.grad).all()
         blob_grad[ratio] = float(masks_in.grad[0, 1, 12:16, 0:4].sum())
     assert blob_grad[0.0] > 0 and blob_grad[0.75] > 1.3 * blob_grad[0.0]
+
+
+def test_objectness_exclusion_reads_the_class_head():
+    # Point form, one image: query 1 half-claims the instance that query 0 owns. With
+    # objectness_exclusion, its push off that instance shrinks as its "no object" logit grows.
+    masks = torch.zeros(1, 20, dtype=torch.bool)
+    masks[0, :8] = True
+    z = torch.full((3, 20), -8.0)
+    z[0, :8] = z[1, :4] = 8.0
+    targets = [{"labels": torch.tensor([0]), "masks": masks}]
+    push = {}
+    for no_object_logit in (0.0, 8.0):
+        logits = torch.zeros(3, C + 1)
+        logits[1, C] = no_object_logit
+        pred = {"pred_logits": [logits], "pred_masks": [z.clone().requires_grad_(True)]}
+        crit = InfluencerCriterion(C, I_WEIGHTS, objectness_exclusion=True, anneal_ownership=True, sinkhorn_iters=40)
+        crit(pred, targets)["loss_influencer"].backward()
+        push[no_object_logit] = pred["pred_masks"][0].grad[1, :4].sum().item()
+    assert push[0.0] > 0 and push[8.0] < 0.05 * push[0.0]
+    with pytest.raises(ValueError, match="objectness_exclusion needs formulation='exclusive'"):
+        InfluencerCriterion(C, I_WEIGHTS, formulation="original", objectness_exclusion=True)

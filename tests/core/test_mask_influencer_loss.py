@@ -452,3 +452,36 @@ def test_ownership_spread_floor_decides_a_near_symmetric_start():
     wide = 100 * z
     assert torch.equal(mask_influencer_loss(wide, masks, ownership_spread_floor=0.01, **kw)["ownership"],
                        mask_influencer_loss(wide, masks, **kw)["ownership"])
+
+
+@pytest.mark.parametrize("num_inst,num_queries", SIZES)
+def test_objectness_weighted_exclusion_keeps_the_ideal_strictly_lowest(num_inst, num_queries):
+    masks, configs = query_configurations(num_inst, num_queries)
+    objectness = torch.rand(num_queries, generator=torch.Generator().manual_seed(num_queries)) * 0.9 + 0.1
+    loss = {name: mask_influencer_loss(z, masks, query_objectness=objectness)["loss"].item()
+            for name, z in configs.items()}
+    for name in configs:
+        if name != "ideal":
+            assert loss[name] > loss["ideal"] + 1e-4, (name, loss)
+
+
+def test_objectness_weighted_exclusion_frees_queries_that_say_no_object():
+    # Query 1 claims half of instance 0, which query 0 owns. Its exclusion, and the push on its
+    # mask, scale with its objectness; the owner's gradient does not change.
+    masks = torch.zeros(2, 20)
+    masks[0, :8] = masks[1, 8:14] = 1
+    z = torch.full((4, 20), -8.0)
+    z[0, :8] = z[1, :4] = z[2, 8:14] = 8.0
+    grads, excl = {}, {}
+    for obj in (1.0, 0.01):
+        zz = z.clone().requires_grad_(True)
+        out = mask_influencer_loss(zz, masks, query_objectness=torch.tensor([1.0, obj, 1.0, 1.0]),
+                                   anneal_ownership=True, sinkhorn_iters=40)
+        out["loss"].backward()
+        grads[obj], excl[obj] = zz.grad.clone(), out["exclusion"].item()
+    assert excl[0.01] < 0.05 * excl[1.0]
+    assert grads[1.0][1, :4].sum() > 0.1  # pushed off instance 0 ...
+    assert grads[0.01][1, :4].sum() < 0.05 * grads[1.0][1, :4].sum()  # ... hardly, once it says "no object"
+    torch.testing.assert_close(grads[0.01][0], grads[1.0][0])
+    with pytest.raises(ValueError, match=r"query_objectness must be \(Q,\) = \(4,\)"):
+        mask_influencer_loss(z, masks, query_objectness=torch.ones(3))

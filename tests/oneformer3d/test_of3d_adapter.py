@@ -134,9 +134,10 @@ def test_config_keys_reach_the_core():
                            formulation="original").items():
         assert core.loss_kwargs[key] == value
     flags = dict(exclusion="owned", dice_weight=0.5, claim_floor=-2.3, detach_ownership=False,
-                 anneal_ownership=True, sinkhorn_iters=40, bce_weight=0.5)
+                 anneal_ownership=True, sinkhorn_iters=40, bce_weight=0.5, ownership_spread_floor=2.0)
     assert criterion(**flags).core.loss_kwargs.items() >= flags.items()
     assert criterion(class_ownership_weight=0.5).core.class_ownership_weight == 0.5
+    assert criterion(objectness_exclusion=True).core.objectness_exclusion is True
 
 
 def test_iter_matcher_and_query_masks_do_not_change_the_loss():
