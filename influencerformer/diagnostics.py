@@ -24,7 +24,8 @@ def owners(assignment: Tensor) -> Tensor:
 @torch.no_grad()
 def assignment_diagnostics(mask_logits: Sequence[Tensor], target_masks: Sequence[Tensor],
                            assignments: Sequence[Tensor], previous_owners: Optional[Sequence[Tensor]] = None,
-                           claim_recall: float = 0.5) -> Dict[str, float]:
+                           claim_recall: float = 0.5, objectness: Optional[Sequence[Tensor]] = None,
+                           confident: float = 0.5) -> Dict[str, float]:
     """Batch statistics of the assignment.
 
     * ``unique_best_share``: share of GT instances whose best query (highest mask IoU) is the best
@@ -33,9 +34,13 @@ def assignment_diagnostics(mask_logits: Sequence[Tensor], target_masks: Sequence
       ``claim_recall`` of each: "yes" on that share of its points);
     * ``owner_iou``: mean mask IoU of each instance's owner (matched or owning query) with it;
     * ``owner_change_rate`` (with ``previous_owners`` for the same images): share of instances
-      whose owner differs from the previous logging step.
+      whose owner differs from the previous logging step;
+    * ``duplicate_share`` (with ``objectness``, per image (Q,) ``1 - p(no object)``): share of GT
+      instances covered at mask IoU > 0.5 by more than one query whose objectness exceeds
+      ``confident`` -- duplicates that inference has to rank (a *merge*, one query over two
+      instances, lowers ``unique_best_share`` instead).
     """
-    unique, num_inst, multi, num_queries, iou_sum, changed, compared = 0, 0, 0, 0, 0.0, 0, 0
+    unique, num_inst, multi, num_queries, iou_sum, changed, compared, dups = 0, 0, 0, 0, 0.0, 0, 0, 0
     for b, (logits, masks, assign) in enumerate(zip(mask_logits, target_masks, assignments)):
         masks = (masks > 0.5).float()
         num_queries += logits.shape[0]
@@ -49,6 +54,9 @@ def assignment_diagnostics(mask_logits: Sequence[Tensor], target_masks: Sequence
         unique += int((counts[best] == 1).sum())
         recall = (masks @ (logits > 0).float().transpose(0, 1)) / masks.sum(1, keepdim=True).clamp(min=1)
         multi += int(((recall > claim_recall).sum(dim=0) > 1).sum())
+        if objectness is not None:
+            sure = objectness[b].to(iou.device) > confident  # (Q,)
+            dups += int((((iou > 0.5) & sure[None, :]).sum(dim=1) > 1).sum())
         own = owners(assign.to(iou.device))
         iou_sum += float(iou.gather(1, own[:, None]).sum())
         if previous_owners is not None and previous_owners[b].numel() == k:
@@ -57,6 +65,8 @@ def assignment_diagnostics(mask_logits: Sequence[Tensor], target_masks: Sequence
     out = {"unique_best_share": unique / num_inst if num_inst else float("nan"),
            "multi_claim_share": multi / num_queries if num_queries else float("nan"),
            "owner_iou": iou_sum / num_inst if num_inst else float("nan")}
+    if objectness is not None:
+        out["duplicate_share"] = dups / num_inst if num_inst else float("nan")
     if previous_owners is not None:
         out["owner_change_rate"] = changed / compared if compared else float("nan")
     return out

@@ -83,8 +83,9 @@ class AssignmentDiagnosticsHook(HookBase):
             model.train(was_training)
         assignments = [a.detach().float().cpu() for a in criterion.last_assignments]
         logits, gts = probe_point_masks(outputs["pred_masks"], targets)
+        objectness = [1.0 - p[:, -1] for p in outputs["pred_logits"].float().softmax(dim=-1).cpu()]
         stats = assignment_diagnostics([x.cpu() for x in logits], [g.cpu() for g in gts], assignments,
-                                       previous_owners=self._previous_owners)
+                                       previous_owners=self._previous_owners, objectness=objectness)
         self._previous_owners = owners_of(assignments)
         return stats
 

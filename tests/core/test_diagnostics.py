@@ -24,3 +24,20 @@ def test_owner_change_rate():
     assert owners(torch.zeros(0, 4)).numel() == 0
     empty = assignment_diagnostics([configs["ideal"]], [masks[:0]], [torch.zeros(0, 4)])
     assert empty["multi_claim_share"] == 0.0
+
+
+def test_duplicate_share_counts_confident_duplicates_only():
+    masks, configs = query_configurations(3, 6)
+    assign = torch.eye(3, 6)
+    dup = configs["one_duplicate"]  # a second query repeats one instance's mask
+    confident = torch.ones(6)
+    stats = assignment_diagnostics([dup], [masks], [assign], objectness=[confident])
+    assert stats["duplicate_share"] == 1 / 3
+    ideal = assignment_diagnostics([configs["ideal"]], [masks], [assign], objectness=[confident])
+    assert ideal["duplicate_share"] == 0.0
+    # the duplicate says "no object": not counted
+    iou_dup = [q for q in range(6) if q >= 3 and (dup[q] > 0).any()]
+    unsure = confident.clone()
+    unsure[iou_dup] = 0.1
+    assert assignment_diagnostics([dup], [masks], [assign], objectness=[unsure])["duplicate_share"] == 0.0
+    assert "duplicate_share" not in assignment_diagnostics([dup], [masks], [assign])

@@ -21,7 +21,7 @@ SMALL = [
     "train.log_period=1",
     "train.diagnostics.num_images=2",
 ]
-DIAG_KEYS = {"diag/unique_best_share", "diag/multi_claim_share", "diag/owner_iou"}
+DIAG_KEYS = {"diag/unique_best_share", "diag/multi_claim_share", "diag/owner_iou", "diag/duplicate_share"}
 
 
 def run(args, root, timeout=600):
