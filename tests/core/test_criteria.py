@@ -203,7 +203,7 @@ def test_autocast(name, dtype):
     gen = torch.Generator().manual_seed(5)
     if name == "2d-config":  # the flags of configs/common/criterion.py
         crit = InfluencerCriterion(C, I_WEIGHTS, num_points=200, anneal_ownership=True, sinkhorn_iters=40,
-                                   bce_weight=1.0, class_ownership_weight=1.0)
+                                   bce_weight=1.0, class_ownership_weight=1.0, importance_sample_ratio=0.75)
     else:
         crit = make_criteria()[name]
     outputs, targets = dense_batch(gen)

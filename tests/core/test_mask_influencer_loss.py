@@ -246,7 +246,7 @@ NUMERIC_CASES = [("original", {}), ("exclusive", {}), ("exclusive", ANNEALED),
                  ("exclusive", {"anneal_ownership": True, "sinkhorn_iters": 40, "bce_weight": 1.0}),
                  ("exclusive", {"anneal_ownership": True, "sinkhorn_iters": 40, "bce_weight": 1.0,
                                 "ownership_spread_floor": 1.0, "detach_ownership": False})]
-NUMERIC_IDS = ["original", "exclusive", "annealed", "annealed-undetached", "2d-config", "standardized-undetached"]
+NUMERIC_IDS = ["original", "exclusive", "annealed", "annealed-undetached", "2d-config", "spread-floor-undetached"]
 
 
 @pytest.mark.parametrize("formulation,options", NUMERIC_CASES, ids=NUMERIC_IDS)

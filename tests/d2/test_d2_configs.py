@@ -35,6 +35,7 @@ def test_model_builds(name):
         assert model.criterion.loss_kwargs["sinkhorn_iters"] == 40
         assert model.criterion.loss_kwargs["bce_weight"] == 1.0
         assert model.criterion.class_ownership_weight == 1.0
+        assert model.criterion.importance_sample_ratio == 0.75 and model.criterion.oversample_ratio == 3.0
     assert len(model.transformer_decoder.cross_attention_layers) == cfg.model.transformer_decoder.dec_layers
     if name.startswith("coco/"):
         total, backbone = count(model), count(model.backbone)
