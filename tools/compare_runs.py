@@ -125,7 +125,7 @@ def provenance_table(arms: Dict[str, List[Run]]) -> str:
     return "\n".join(lines)
 
 
-def _plot_band(ax, runs: List[Run], key: str, label: str, x_of=None):
+def _plot_band(ax, runs: List[Run], key: str, label: str, x_of=None, **style):
     """Mean over seeds with a min–max band, on the iterations every seed logged."""
     per_run = []
     for r in runs:
@@ -140,25 +140,30 @@ def _plot_band(ax, runs: List[Run], key: str, label: str, x_of=None):
     if x_of is not None:  # wall clock differs per seed: plot each run, no band
         for p in per_run:
             items = sorted(p.items())
-            ax.plot([x for x, _ in items], [y for _, y in items], label=label, alpha=0.8)
+            ax.plot([x for x, _ in items], [y for _, y in items], label=label, alpha=0.8, **style)
             label = None
         return True
     mean = [statistics.mean(p[x] for p in per_run if x in p) for x in xs]
     low = [min(p[x] for p in per_run if x in p) for x in xs]
     high = [max(p[x] for p in per_run if x in p) for x in xs]
-    (line,) = ax.plot(xs, mean, label=label)
+    (line,) = ax.plot(xs, mean, label=label, **style)
     if len(runs) > 1:
         ax.fill_between(xs, low, high, alpha=0.2, color=line.get_color())
     return True
 
 
-def write_plots(arms: Dict[str, List[Run]], output: Path) -> List[Path]:
+def write_plots(arms: Dict[str, List[Run]], output: Path, reference: str = "hungarian") -> List[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     written = []
+    # one colour per arm (tab10 repeats after ten); the reference in black
+    palette = plt.get_cmap("tab20" if len(arms) > 10 else "tab10")
+    others = [a for a in sorted(arms) if a != reference]
+    styles = {a: {"color": palette(i % palette.N)} for i, a in enumerate(others)}
+    styles[reference] = {"color": "black", "linewidth": 2.0}
 
     def grid(name: str, keys: List[str], x="iteration"):
         keys = [k for k in keys if any(k in r.keys() for runs in arms.values() for r in runs)]
@@ -169,16 +174,17 @@ def write_plots(arms: Dict[str, List[Run]], output: Path) -> List[Path]:
         fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
         for ax, key in zip(axes.flat, keys):
             for arm, runs in sorted(arms.items()):
-                _plot_band(ax, runs, key, arm, x_of="time" if x == "time" else None)
+                _plot_band(ax, runs, key, arm, x_of="time" if x == "time" else None, **styles.get(arm, {}))
             ax.set_title(key)
             ax.set_xlabel("wall-clock seconds" if x == "time" else "iteration")
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
         for ax in list(axes.flat)[len(keys):]:
             ax.axis("off")
+        handles, labels = axes.flat[0].get_legend_handles_labels()
         fig.tight_layout()
+        fig.legend(handles, labels, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
         path = output / f"{name}.png"
-        fig.savefig(path, dpi=110)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)
         written.append(path)
 
@@ -209,7 +215,7 @@ def main(argv=None) -> str:
         print(f"warning: no run of the reference arm {args.reference!r}; arms: {sorted(arms)}", file=sys.stderr)
     args.output.mkdir(parents=True, exist_ok=True)
     table = summary_table(arms, args.reference)
-    plots = write_plots(arms, args.output)
+    plots = write_plots(arms, args.output, args.reference)
     report = (table + "\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in plots) + "\n\n"
               + provenance_table(arms) + "\n")
     write_text_atomic(args.output / "results.md", report)

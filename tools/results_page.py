@@ -43,7 +43,7 @@ def ab_section(ab_dir: Path, page_dir: Path, figures: Path) -> List[str]:
         run = compare_runs.Run(path)
         arms.setdefault(run.arm, []).append(run)
     figures.mkdir(parents=True, exist_ok=True)
-    plots = compare_runs.write_plots(arms, figures)
+    plots = compare_runs.write_plots(arms, figures, REFERENCE)
     lines = ["## Synthetic Mask2Former A/B", "",
              f"Runs in `{ab_dir}` ({', '.join(f'{a}: {len(r)}' for a, r in sorted(arms.items()))} seeds). "
              "Final = the last evaluation of each run; mean ± standard deviation over seeds.", "",
