@@ -108,7 +108,7 @@ def shared_point_coords(mask_logits: Tensor, target_masks: Sequence[Tensor], num
     coords = torch.stack([instance_stratified_coords(m, num_points - num_uncertain, instance_share)
                           for m in target_masks]).to(mask_logits.device)
     if num_uncertain > 0:
-        closest_to_half = mask_logits.detach().float().abs().amin(dim=1)  # (B, H, W)
+        closest_to_half = mask_logits.float().abs().amin(dim=1)  # (B, H, W)
         uncertain = uncertain_point_coords(closest_to_half, num_uncertain, oversample_ratio, 1.0)
         coords = torch.cat([uncertain, coords], dim=1)
     return coords

@@ -47,6 +47,11 @@ def class_log_odds(class_logits: Tensor, labels: Tensor) -> Tensor:
     return (log_probs[:, labels] - log_probs[:, -1:]).transpose(0, 1)
 
 
+def query_objectness(class_logits: Tensor) -> Tensor:
+    """(..., Q, C + 1) class logits -> detached (..., Q) ``1 - p_q(no object)``."""
+    return 1.0 - torch.softmax(class_logits.detach().float(), dim=-1)[..., -1]
+
+
 class InfluencerCriterion(SetCriterionBase):
     """No matcher anywhere: returns ``loss_ce``, ``loss_influencer`` (and ``loss_score`` when
     ``pred_scores`` are given), plus ``_i`` copies per aux layer.
@@ -137,7 +142,7 @@ class InfluencerCriterion(SetCriterionBase):
                       for cls, t in zip(preds.logits, targets)]
         objectness = [None] * len(targets)
         if self.objectness_exclusion:
-            objectness = [1.0 - torch.softmax(cls.detach().float(), dim=-1)[:, -1] for cls in preds.logits]
+            objectness = [query_objectness(cls) for cls in preds.logits]
         per_image = [mask_influencer_loss(lg, tgt, return_ownership=True, targets=prep, ownership_bias=bias,
                                           query_objectness=obj, **self.loss_kwargs)
                      for lg, tgt, prep, bias, obj in zip(point_logits, point_targets, cache["prepared"], biases,

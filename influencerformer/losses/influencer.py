@@ -256,11 +256,11 @@ def mask_influencer_loss(
             instance's size; this term's equal per-point weights keep it calibrated.
         ownership_spread_floor: "exclusive" only; when the scores the ownership sees are closer
             together than this -- the RMS of the double-centred claims (and silences, with a
-            dustbin), the only part a Sinkhorn plan depends on -- they are scaled up to it. Near a symmetric start
-            (claims within 0.01) the plan then decides as a matcher's argmax would, instead of
-            staying uniform until the claims drift apart; once they spread beyond the floor
-            nothing changes. The loss terms, hence the value at the ideal and the minimum, are
-            unchanged.
+            dustbin), the only part a Sinkhorn plan depends on -- they are scaled up to it. Near a
+            symmetric start (claims within 0.01) the plan then decides as a matcher's argmax
+            would, instead of staying uniform until the claims drift apart; once they spread
+            beyond the floor nothing changes. The loss terms, hence the value at the ideal and the
+            minimum, are unchanged.
         ownership_bias: "exclusive" only; (K, Q) scores added (detached) to the claims that the
             ownership sees, never to the loss terms: e.g. each query's class log-probability of
             the instance's label, as Mask2Former's matching cost adds a class cost. A finite bias
@@ -372,7 +372,8 @@ def mask_influencer_loss(
         weight = weight * own.amax(dim=1, keepdim=True)
     if query_objectness is not None:
         if query_objectness.shape != (num_queries,):
-            raise ValueError(f"query_objectness must be (Q,) = ({num_queries},); got {tuple(query_objectness.shape)}")
+            raise ValueError(f"query_objectness must be (Q,) = ({num_queries},); "
+                             f"got {tuple(query_objectness.shape)}")
         weight = weight * query_objectness.detach().to(weight.dtype)[None, :]
     exclusion_term = (weight * exclusive_mean).sum(dim=1).mean()
     repulsive = profile_repulsion(claims, rep_margin) if num_inst > 1 else zero
@@ -413,7 +414,8 @@ class MaskInfluencerLoss(nn.Module):
                  rep_margin: float = 1.0, temperature: Optional[float] = None,
                  sinkhorn_iters: int = 10, exclusion: str = "sum", dice_weight: float = 0.0,
                  detach_ownership: bool = True, claim_floor: Optional[float] = None,
-                 anneal_ownership: bool = False, bce_weight: float = 0.0, ownership_spread_floor: Optional[float] = None):
+                 anneal_ownership: bool = False, bce_weight: float = 0.0,
+                 ownership_spread_floor: Optional[float] = None):
         super().__init__()
         if formulation not in FORMULATIONS:
             raise ValueError(f"formulation must be one of {FORMULATIONS}; got {formulation!r}")
@@ -425,7 +427,8 @@ class MaskInfluencerLoss(nn.Module):
                            bce_weight=bce_weight, ownership_spread_floor=ownership_spread_floor)
 
     def forward(self, mask_logits: Tensor, target_masks: Tensor, return_ownership: bool = False,
-                ownership_bias: Optional[Tensor] = None, query_objectness: Optional[Tensor] = None) -> Dict[str, Tensor]:
+                ownership_bias: Optional[Tensor] = None,
+                query_objectness: Optional[Tensor] = None) -> Dict[str, Tensor]:
         return mask_influencer_loss(mask_logits, target_masks, return_ownership=return_ownership,
                                     ownership_bias=ownership_bias, query_objectness=query_objectness,
                                     **self.kwargs)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
+from influencerformer.criterion import query_objectness
 from influencerformer.diagnostics import assignment_diagnostics, owners_of
 
 PREFIX = "diag/"
@@ -83,7 +84,7 @@ class AssignmentDiagnosticsHook(HookBase):
             model.train(was_training)
         assignments = [a.detach().float().cpu() for a in criterion.last_assignments]
         logits, gts = probe_point_masks(outputs["pred_masks"], targets)
-        objectness = [1.0 - p[:, -1] for p in outputs["pred_logits"].float().softmax(dim=-1).cpu()]
+        objectness = list(query_objectness(outputs["pred_logits"]).cpu())
         stats = assignment_diagnostics([x.cpu() for x in logits], [g.cpu() for g in gts], assignments,
                                        previous_owners=self._previous_owners, objectness=objectness)
         self._previous_owners = owners_of(assignments)
