@@ -70,7 +70,7 @@ class InfluencerCriterion(SetCriterionBase):
     distribution (dustbin mass -> "no object"); with ``"original"``, hard owners
     (:func:`hard_owners`). Ownership is detached for these targets. ``class_ownership_weight > 0``
     lets the ownership also see the class evidence (:func:`class_log_odds`), as Mask2Former's
-    matching cost does; ``objectness_exclusion`` scales each query's exclusion by its
+    matching cost does, and ``ownership_mask_cost > 0`` its mask cost (BCE + dice); ``objectness_exclusion`` scales each query's exclusion by its
     probability of being an object, ``1 - p_q(no object)`` (detached), so queries that declare
     "no object" keep free masks as Hungarian's unmatched queries do; ``bce_weight`` and the other
     loss keywords go to the core loss.
@@ -84,7 +84,8 @@ class InfluencerCriterion(SetCriterionBase):
                  detach_ownership: bool = True, claim_floor: Optional[float] = None,
                  anneal_ownership: bool = False, bce_weight: float = 0.0, class_ownership_weight: float = 0.0,
                  importance_sample_ratio: float = 0.0, oversample_ratio: float = 3.0,
-                 ownership_spread_floor: Optional[float] = None, objectness_exclusion: bool = False):
+                 ownership_spread_floor: Optional[float] = None, objectness_exclusion: bool = False,
+                 ownership_mask_cost: float = 0.0):
         super().__init__(num_classes, weight_dict, eos_coef, num_points)
         if formulation not in FORMULATIONS:
             raise ValueError(f"formulation must be one of {FORMULATIONS}; got {formulation!r}")
@@ -96,7 +97,8 @@ class InfluencerCriterion(SetCriterionBase):
                                 temperature=temperature, sinkhorn_iters=sinkhorn_iters, exclusion=exclusion,
                                 dice_weight=dice_weight, detach_ownership=detach_ownership,
                                 claim_floor=claim_floor, anneal_ownership=anneal_ownership,
-                                bce_weight=bce_weight, ownership_spread_floor=ownership_spread_floor)
+                                bce_weight=bce_weight, ownership_spread_floor=ownership_spread_floor,
+                                ownership_mask_cost=ownership_mask_cost)
         self.instance_point_share = instance_point_share
         if not 0 <= importance_sample_ratio < 1:
             raise ValueError(f"importance_sample_ratio must be in [0, 1); got {importance_sample_ratio}")
@@ -110,6 +112,11 @@ class InfluencerCriterion(SetCriterionBase):
             raise ValueError("class_ownership_weight needs formulation='exclusive' (the original "
                              f"formulation has no Sinkhorn ownership); got {formulation!r}")
         self.class_ownership_weight = class_ownership_weight
+        if ownership_mask_cost < 0:
+            raise ValueError(f"ownership_mask_cost must be >= 0; got {ownership_mask_cost}")
+        if ownership_mask_cost > 0 and formulation != "exclusive":
+            raise ValueError("ownership_mask_cost needs formulation='exclusive' (the original formulation "
+                             f"has no Sinkhorn ownership); got {formulation!r}")
         if objectness_exclusion and formulation != "exclusive":
             raise ValueError("objectness_exclusion needs formulation='exclusive' (the original formulation "
                              f"has no exclusion); got {formulation!r}")

@@ -219,6 +219,7 @@ def mask_influencer_loss(
     anneal_ownership: bool = False,
     bce_weight: float = 0.0,
     ownership_spread_floor: Optional[float] = None,
+    ownership_mask_cost: float = 0.0,
     ownership_bias: Optional[Tensor] = None,
     query_objectness: Optional[Tensor] = None,
     return_ownership: bool = False,
@@ -261,6 +262,15 @@ def mask_influencer_loss(
             would, instead of staying uniform until the claims drift apart; once they spread
             beyond the floor nothing changes. The loss terms, hence the value at the ideal and the
             minimum, are unchanged.
+        ownership_mask_cost: "exclusive" only; > 0 subtracts this weight times Mask2Former's
+            per-pair matching cost, ``BCE(z_q, M_k) + dice(s_q, M_k)`` over all points, from the
+            scores the ownership sees, never from the loss terms. The claims measure recall only
+            (a query saying "yes" everywhere claims every instance perfectly), so a query spread
+            over two instances is a strong candidate for both; the BCE and dice also charge it
+            for its "yes" outside the instance, as a matcher's cost does. A constant (0) dustbin
+            score (the dustbin row gets no cost), as an unmatched query costs nothing in a
+            matcher. At the ideal the owner's
+            cost goes to 0 and every other query's to infinity: same plan, same minimum.
         ownership_bias: "exclusive" only; (K, Q) scores added (detached) to the claims that the
             ownership sees, never to the loss terms: e.g. each query's class log-probability of
             the instance's label, as Mask2Former's matching cost adds a class cost. A finite bias
@@ -283,6 +293,8 @@ def mask_influencer_loss(
     if temperature is None:
         temperature = 1.0 if formulation == "original" else 0.2
     _validate(mask_logits, target_masks, formulation, temperature, exclusion)
+    if ownership_mask_cost < 0:
+        raise ValueError(f"ownership_mask_cost must be >= 0; got {ownership_mask_cost}")
     if targets is None:
         targets = prepare_influencer_targets(target_masks, mask_logits.dtype)
     elif targets.weights.shape[1] != mask_logits.shape[1]:
@@ -309,7 +321,7 @@ def mask_influencer_loss(
         return out
 
     # "exclusive": every term >= 0, all zero exactly at the one-to-one assignment.
-    stats = _LogSigmoidStatistics.apply(mask_logits, weights, dice_weight > 0)
+    stats = _LogSigmoidStatistics.apply(mask_logits, weights, dice_weight > 0 or ownership_mask_cost > 0)
     stats_log, stats_lin = stats[0], stats[1]
     claims = stats_log[:num_inst]  # (K, Q) log geometric means
     mean_softplus = stats_lin - stats_log  # (R, Q): weighted means of softplus(z) = -log(1 - s)
@@ -331,6 +343,20 @@ def mask_influencer_loss(
             out["dustbin_ownership"] = mask_logits.new_ones(num_queries).detach()
         return out
 
+    num_points = mask_logits.shape[1]
+
+    def owner_bce() -> Tensor:  # (K, Q) mean over all points of BCE(z_q, M_k)
+        # BCE(z, y) = softplus(z) - y z: the mean softplus minus (area / P) times the mean
+        # logit on the instance, both rows of ``stats``.
+        area_share = targets.areas.to(stats_lin.dtype)[:, None] / num_points
+        return mean_softplus[-1][None, :] - area_share * stats_lin[:num_inst]
+
+    def owner_dice() -> Tensor:  # (K, Q) Mask2Former's dice loss (+1 smoothed) of s_q against M_k
+        mean_prob = stats[2]  # (R, Q) weighted means of s
+        overlap = targets.areas.to(mean_prob.dtype)[:, None] * mean_prob[:num_inst]  # sum_{p in k} s
+        total = mean_prob[-1] * num_points  # sum_p s, (Q,)
+        return 1.0 - (2.0 * overlap + 1.0) / (total[None, :] + targets.areas[:, None] + 1.0)
+
     own_claims = claims
     if ownership_bias is not None:
         if ownership_bias.shape != (targets.kept.shape[0], num_queries):
@@ -338,6 +364,8 @@ def mask_influencer_loss(
                              f"got {tuple(ownership_bias.shape)}")
         own_claims = claims + ownership_bias.detach().to(claims.dtype)[targets.kept]
     own_silence = silence
+    if ownership_mask_cost > 0:
+        own_claims = own_claims - ownership_mask_cost * (owner_bce() + owner_dice())
     if claim_floor is not None:
         # Scores below the floor are equal for the ownership: a silent query (g -> -inf) stays a
         # candidate, so the normalisation can enforce query capacity in a few iterations and an
@@ -382,19 +410,11 @@ def mask_influencer_loss(
     out = {"loss": loss, "attractive": attractive.detach(), "repulsive": repulsive.detach(),
            "background": bg_term.detach(), "exclusion": exclusion_term.detach()}
     if dice_weight > 0:
-        mean_prob = stats[2]  # (R, Q) weighted means of s
-        overlap = targets.areas.to(mean_prob.dtype)[:, None] * mean_prob[:num_inst]  # sum_{p in k} s
-        total = mean_prob[-1] * mask_logits.shape[1]  # sum_p s, (Q,)
-        dice = 1.0 - (2.0 * overlap + 1.0) / (total[None, :] + targets.areas[:, None] + 1.0)
-        dice_term = (own * dice).sum(dim=1).mean()
+        dice_term = (own * owner_dice()).sum(dim=1).mean()
         out["loss"] = out["loss"] + dice_weight * dice_term
         out["dice"] = dice_term.detach()
     if bce_weight > 0:
-        # BCE(z, y) = softplus(z) - y z, so its mean over all points is the mean softplus minus
-        # (area / P) times the mean logit on the instance: both are rows of ``stats``.
-        area_share = targets.areas.to(stats_lin.dtype)[:, None] / mask_logits.shape[1]  # (K, 1)
-        bce = mean_softplus[-1][None, :] - area_share * stats_lin[:num_inst]  # (K, Q)
-        bce_term = (own * bce).sum(dim=1).mean()
+        bce_term = (own * owner_bce()).sum(dim=1).mean()
         out["loss"] = out["loss"] + bce_weight * bce_term
         out["bce"] = bce_term.detach()
     if return_ownership:
@@ -415,7 +435,7 @@ class MaskInfluencerLoss(nn.Module):
                  sinkhorn_iters: int = 10, exclusion: str = "sum", dice_weight: float = 0.0,
                  detach_ownership: bool = True, claim_floor: Optional[float] = None,
                  anneal_ownership: bool = False, bce_weight: float = 0.0,
-                 ownership_spread_floor: Optional[float] = None):
+                 ownership_spread_floor: Optional[float] = None, ownership_mask_cost: float = 0.0):
         super().__init__()
         if formulation not in FORMULATIONS:
             raise ValueError(f"formulation must be one of {FORMULATIONS}; got {formulation!r}")
@@ -424,7 +444,8 @@ class MaskInfluencerLoss(nn.Module):
                            temperature=temperature, sinkhorn_iters=sinkhorn_iters, exclusion=exclusion,
                            dice_weight=dice_weight, detach_ownership=detach_ownership,
                            claim_floor=claim_floor, anneal_ownership=anneal_ownership,
-                           bce_weight=bce_weight, ownership_spread_floor=ownership_spread_floor)
+                           bce_weight=bce_weight, ownership_spread_floor=ownership_spread_floor,
+                           ownership_mask_cost=ownership_mask_cost)
 
     def forward(self, mask_logits: Tensor, target_masks: Tensor, return_ownership: bool = False,
                 ownership_bias: Optional[Tensor] = None,
