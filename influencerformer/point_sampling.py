@@ -5,7 +5,7 @@ Coordinates are normalised to [0, 1] x [0, 1] as (x, y), like Mask2Former / Poin
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from typing import List, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -114,28 +114,34 @@ def shared_point_coords(mask_logits: Tensor, target_masks: Sequence[Tensor], num
     return coords
 
 
-class _SparseRowMix(torch.autograd.Function):
-    """``matrix @ values`` for a constant CSR ``matrix`` whose transpose is given (``values``'s gradient)."""
+class _BilinearRowMix(torch.autograd.Function):
+    """Rows of ``values`` mixed 4 at a time: ``out[i] = sum_j weight[i, j] * values[index[i, j]]``.
+
+    Forward is an ``embedding_bag`` (a gather per row); backward the product with the constant
+    transposed CSR interpolation matrix ``matrix_t``, which adds each gradient row into the
+    4 source rows without an atomic scatter.
+    """
 
     @staticmethod
-    def forward(ctx, values: Tensor, matrix: Tensor, matrix_t: Tensor) -> Tensor:
+    def forward(ctx, values: Tensor, index: Tensor, weight: Tensor, matrix_t: Tensor) -> Tensor:
         ctx.matrix_t = matrix_t
-        return torch.sparse.mm(matrix, values)
+        return F.embedding_bag(index, values, per_sample_weights=weight, mode="sum")
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        return torch.sparse.mm(ctx.matrix_t, grad.contiguous()), None, None
+        return torch.sparse.mm(ctx.matrix_t, grad.contiguous()), None, None, None
 
 
 class SharedPointSampler:
     """Bilinear sampling of (B, C, H, W) maps at one set of points per image, reused by many calls.
 
     The same values as :func:`point_sample` (``align_corners=False``, zero padding), computed as a
-    sparse (B * P, B * H * W) interpolation matrix with 4 entries per point, built once. For the
+    (B * P, B * H * W) interpolation matrix with 4 entries per point, built once. For the
     Influencer criterion the points are shared by every query *and* every decoder layer, so the
-    matrix is built once per step; forward and backward are then two sparse-dense products
-    (``grid_sample``'s backward scatters one gradient per channel and point instead), measured
-    by ``tools/iteration_cost.py``.
+    matrix is built once per step; forward is then a 4-row ``embedding_bag`` over channels-last
+    maps and backward a product with the transposed sparse matrix (``grid_sample``'s backward
+    scatters one gradient per channel and point instead), measured by
+    ``tools/iteration_cost.py``.
 
     Args:
         coords: (B, P, 2) normalised (x, y) coordinates in [0, 1].
@@ -160,26 +166,39 @@ class SharedPointSampler:
                 inside = (xi >= 0) & (xi < width) & (yi >= 0) & (yi < height)
                 cols.append((yi.clamp(0, height - 1) * width + xi.clamp(0, width - 1)).long() + offsets)
                 vals.append(wx * wy * inside)  # zero padding: corners outside the map weigh 0
-        cols = torch.stack(cols, dim=-1).reshape(-1)  # (B * P * 4,), row-major: point by point
-        vals = torch.stack(vals, dim=-1).reshape(-1)
+        self.corner_index = torch.stack(cols, dim=-1).reshape(batch * num_points, 4)  # point by point
+        self.corner_weight = torch.stack(vals, dim=-1).reshape(batch * num_points, 4)
         rows = torch.arange(batch * num_points, device=coords.device).repeat_interleave(4)
-        size = (batch * num_points, batch * height * width)
-        coo = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, size, check_invariants=False).coalesce()
+        size = (batch * height * width, batch * num_points)
+        coo_t = torch.sparse_coo_tensor(torch.stack([self.corner_index.reshape(-1), rows]),
+                                        self.corner_weight.reshape(-1), size, check_invariants=False).coalesce()
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-            self.matrix = coo.to_sparse_csr()
-            self.matrix_t = coo.transpose(0, 1).coalesce().to_sparse_csr()
+            self.matrix_t = coo_t.to_sparse_csr()
 
     def __call__(self, maps: Tensor) -> Tensor:
         """(B, C, H, W) -> (B, C, P), in float32."""
+        return self._sample(maps).transpose(1, 2)
+
+    def per_image(self, maps: Tensor) -> List[Tensor]:
+        """(B, C, H, W) -> B tensors (C, P), in float32: transposed views of (P, C) blocks.
+
+        Split before transposing, so that neither direction copies with a transpose: a
+        gradient that arrives in the same (P, C)-major layout -- as the Influencer loss's
+        matrix products give it -- is gathered by a plain concatenation.
+        """
+        return [block.transpose(0, 1) for block in self._sample(maps).unbind(0)]
+
+    def _sample(self, maps: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B, P, C)."""
         batch, num_points, height, width = self.shape
         if maps.dim() != 4 or maps.shape[0] != batch or tuple(maps.shape[-2:]) != (height, width):
             raise ValueError(f"maps must be ({batch}, C, {height}, {width}) for this sampler; "
                              f"got shape {tuple(maps.shape)}")
         channels = maps.shape[1]
-        if maps.device != self.matrix.device:
-            raise ValueError(f"maps are on {maps.device}, the sampler's points on {self.matrix.device}")
+        if maps.device != self.matrix_t.device:
+            raise ValueError(f"maps are on {maps.device}, the sampler's points on {self.matrix_t.device}")
         with torch.autocast(maps.device.type, enabled=False):
             values = maps.float().permute(0, 2, 3, 1).reshape(batch * height * width, channels)
-            out = _SparseRowMix.apply(values, self.matrix, self.matrix_t)  # (B * P, C)
-        return out.view(batch, num_points, channels).transpose(1, 2)
+            out = _BilinearRowMix.apply(values, self.corner_index, self.corner_weight, self.matrix_t)  # (B * P, C)
+        return out.view(batch, num_points, channels)

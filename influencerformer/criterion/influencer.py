@@ -136,8 +136,8 @@ class InfluencerCriterion(SetCriterionBase):
                 cache["point_targets"] = [
                     (point_sample(t["masks"][None], c[None].to(t["masks"].device))[0] > 0.5).float()
                     for t, c in zip(targets, coords)]
-        logits = cache["sampler"](preds.masks)  # (B, Q, P); every layer reuses the sparse sampler
-        return list(logits.unbind(0)), cache["point_targets"]
+        # B x (Q, P); every layer reuses the sparse sampler
+        return cache["sampler"].per_image(preds.masks), cache["point_targets"]
 
     def _layer_losses(self, preds: LayerPredictions, targets, num_masks: Tensor, cache: dict) -> Dict[str, Tensor]:
         point_logits, point_targets = self._points(preds, targets, cache)

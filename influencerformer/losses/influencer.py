@@ -41,6 +41,11 @@ def claim_scores(log_probs: Tensor, target_masks: Tensor) -> Tensor:
     return (target_masks / area) @ log_probs.transpose(0, 1)
 
 
+def _transposed(elementwise, z: Tensor) -> Tensor:
+    """``elementwise(z).T``, applied in ``z``'s memory order (a (P, Q)-major ``z`` is not copied)."""
+    return elementwise(z.transpose(0, 1)) if z.transpose(0, 1).is_contiguous() else elementwise(z).transpose(0, 1)
+
+
 class _LogSigmoidStatistics(torch.autograd.Function):
     """``(W @ logsigmoid(z).T, W @ z.T[, W @ sigmoid(z).T])`` for a constant (R, P) weight matrix ``W``.
 
@@ -55,20 +60,33 @@ class _LogSigmoidStatistics(torch.autograd.Function):
     def forward(ctx, logits: Tensor, weights: Tensor, with_sigmoid: bool = False):
         ctx.save_for_backward(logits, weights)
         ctx.with_sigmoid = with_sigmoid
-        stats = (weights @ F.logsigmoid(logits).transpose(0, 1), weights @ logits.transpose(0, 1))
+        stats = (weights @ _transposed(F.logsigmoid, logits), weights @ logits.transpose(0, 1))
         if with_sigmoid:
-            stats += (weights @ torch.sigmoid(logits).transpose(0, 1),)
+            stats += (weights @ _transposed(torch.sigmoid, logits),)
         return stats
 
     @staticmethod
     def backward(ctx, grad_log: Tensor, grad_lin: Tensor, grad_sig: Optional[Tensor] = None):
         logits, weights = ctx.saved_tensors
+        grad_sig = grad_sig if ctx.with_sigmoid else None
+        # (R, Q) output grads -> (Q, P) grads through (R, P) weights. For (P, Q)-major logits (the
+        # 2D criterion's point sampler gives them so) build the transposed products, so the
+        # gradient has that layout too; a (Q, P)-major one would be copied with a transpose on
+        # its way back through the sampler.
+        points_major = logits.transpose(0, 1).is_contiguous()
+        if points_major:
+            logits, lhs = logits.transpose(0, 1), weights.transpose(0, 1)  # (P, Q), (P, R)
+
+            def through_weights(g: Tensor) -> Tensor:
+                return lhs @ g
+        else:
+            def through_weights(g: Tensor) -> Tensor:
+                return g.transpose(0, 1) @ weights
         sig_neg = torch.sigmoid(-logits)  # d logsigmoid(z) / dz
-        grad = sig_neg * (grad_log.transpose(0, 1) @ weights)
-        grad.addmm_(grad_lin.transpose(0, 1), weights)
-        if ctx.with_sigmoid and grad_sig is not None:
-            grad.addcmul_(sig_neg * (1.0 - sig_neg), grad_sig.transpose(0, 1) @ weights)  # ds/dz = s(1 - s)
-        return grad, None, None
+        grad = sig_neg * through_weights(grad_log) + through_weights(grad_lin)
+        if grad_sig is not None:
+            grad.addcmul_(sig_neg * (1.0 - sig_neg), through_weights(grad_sig))  # ds/dz = s(1 - s)
+        return (grad.transpose(0, 1) if points_major else grad), None, None
 
 
 def sinkhorn_ownership(claims: Tensor, dustbin: Tensor, temperature: float, num_iters: int,

@@ -284,3 +284,27 @@ def test_objectness_exclusion_reads_the_class_head():
     assert push[0.0] > 0 and push[8.0] < 0.05 * push[0.0]
     with pytest.raises(ValueError, match="objectness_exclusion needs formulation='exclusive'"):
         InfluencerCriterion(C, I_WEIGHTS, formulation="original", objectness_exclusion=True)
+
+
+def test_ownership_mask_cost_reaches_the_ownership_of_the_criterion():
+    # Point form, one image, two instances: query 0 says "yes" on both, queries 1 and 2 each on
+    # one. The class targets follow the ownership: with the mask cost, query 0 is no one's owner
+    # and its class target is "no object"; without it, it half-owns both instances.
+    masks = torch.zeros(2, 40, dtype=torch.bool)
+    masks[0, :10] = masks[1, 10:20] = True
+    z = torch.full((4, 40), -6.0)
+    z[0, :20], z[1, 10:20], z[2, :10] = 5.0, 1.0, 1.0
+    targets = [{"labels": torch.tensor([0, 1]), "masks": masks}]
+    pred = {"pred_logits": [torch.zeros(4, C + 1)], "pred_masks": [z]}
+    kw = dict(anneal_ownership=True, sinkhorn_iters=40)
+    plain = InfluencerCriterion(C, I_WEIGHTS, **kw)
+    costed = InfluencerCriterion(C, I_WEIGHTS, ownership_mask_cost=5.0, **kw)
+    plain(pred, targets)
+    costed(pred, targets)
+    assert (plain.last_assignments[0][:, 0] > 0.4).all()
+    assert costed.last_assignments[0][:, 0].max() < 0.05
+    assert torch.equal(costed.last_assignments[0].argmax(dim=1), torch.tensor([2, 1]))
+    with pytest.raises(ValueError, match="ownership_mask_cost needs formulation='exclusive'"):
+        InfluencerCriterion(C, I_WEIGHTS, formulation="original", ownership_mask_cost=1.0)
+    with pytest.raises(ValueError, match="ownership_mask_cost must be >= 0"):
+        InfluencerCriterion(C, I_WEIGHTS, ownership_mask_cost=-1.0)

@@ -122,8 +122,9 @@ def test_original_reproduces_the_published_duplicate_numbers():
 
 
 @pytest.mark.parametrize("options", [{}, {"exclusion": "share"}, {"exclusion": "owned"}, {"dice_weight": 1.0},
-                                     {"bce_weight": 1.0}, {"ownership_spread_floor": 1.0}],
-                         ids=["sum", "share", "owned", "dice", "bce", "standardized"])
+                                     {"bce_weight": 1.0}, {"ownership_spread_floor": 1.0},
+                                     {"ownership_mask_cost": 5.0, "anneal_ownership": True, "sinkhorn_iters": 40}],
+                         ids=["sum", "share", "owned", "dice", "bce", "standardized", "mask-cost"])
 @pytest.mark.parametrize("num_inst,num_queries", SIZES)
 def test_exclusive_ideal_is_strictly_lowest(num_inst, num_queries, options):
     masks, configs = query_configurations(num_inst, num_queries)
@@ -172,7 +173,8 @@ def test_invariant_to_permuting_queries_and_instances(formulation, tiny):
                                                  ("exclusive", {"dice_weight": 0.5}),
                                                  ("exclusive", {"bce_weight": 0.5}),
                                                  ("exclusive", {"anneal_ownership": True, "sinkhorn_iters": 40}),
-                                                 ("exclusive", {"ownership_spread_floor": 1.0})])
+                                                 ("exclusive", {"ownership_spread_floor": 1.0}),
+                                                 ("exclusive", {"ownership_mask_cost": 2.0})])
 def test_gradcheck(formulation, options, tiny):
     """The true gradient of the loss (with the default detached ownership the update is the
     ownership-weighted semi-gradient instead; see the next test)."""
@@ -183,6 +185,23 @@ def test_gradcheck(formulation, options, tiny):
     assert torch.autograd.gradcheck(
         lambda x: mask_influencer_loss(x, masks, formulation=formulation, **options)["loss"], (z,),
         eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("options", [{}, {"dice_weight": 0.5, "bce_weight": 0.5, "ownership_mask_cost": 2.0}],
+                         ids=["plain", "with-sigmoid-statistics"])
+def test_gradcheck_of_points_major_logits(options, tiny):
+    # The 2D criterion's sampler hands the loss (Q, P) views of (P, Q)-major memory, for which
+    # the fused statistics compute forward and backward in that layout: same values, same
+    # gradient (checked numerically), and the gradient keeps the layout.
+    z, masks = tiny
+    points_major = z.transpose(0, 1).contiguous().requires_grad_(True)  # (P, Q) memory
+    kw = dict(options, detach_ownership=False, anneal_ownership=True, sinkhorn_iters=40)
+    assert torch.autograd.gradcheck(
+        lambda x: mask_influencer_loss(x.transpose(0, 1), masks, **kw)["loss"], (points_major,), eps=1e-6, atol=1e-5)
+    loss = mask_influencer_loss(points_major.transpose(0, 1), masks, **kw)["loss"]
+    assert loss.item() == pytest.approx(mask_influencer_loss(z, masks, **kw)["loss"].item(), rel=1e-12)
+    grad, = torch.autograd.grad(loss, points_major)
+    assert grad.is_contiguous()
 
 
 def test_detached_ownership_only_pulls_each_query_by_its_ownership(tiny):
@@ -245,8 +264,11 @@ NUMERIC_CASES = [("original", {}), ("exclusive", {}), ("exclusive", ANNEALED),
                  ("exclusive", ANNEALED | {"detach_ownership": False}),
                  ("exclusive", {"anneal_ownership": True, "sinkhorn_iters": 40, "bce_weight": 1.0}),
                  ("exclusive", {"anneal_ownership": True, "sinkhorn_iters": 40, "bce_weight": 1.0,
-                                "ownership_spread_floor": 1.0, "detach_ownership": False})]
-NUMERIC_IDS = ["original", "exclusive", "annealed", "annealed-undetached", "2d-config", "spread-floor-undetached"]
+                                "ownership_spread_floor": 1.0, "detach_ownership": False}),
+                 ("exclusive", {"anneal_ownership": True, "sinkhorn_iters": 40, "bce_weight": 1.0,
+                                "ownership_mask_cost": 5.0, "detach_ownership": False})]
+NUMERIC_IDS = ["original", "exclusive", "annealed", "annealed-undetached", "2d-config", "spread-floor-undetached",
+               "mask-cost-undetached"]
 
 
 @pytest.mark.parametrize("formulation,options", NUMERIC_CASES, ids=NUMERIC_IDS)
@@ -452,6 +474,42 @@ def test_ownership_spread_floor_decides_a_near_symmetric_start():
     wide = 100 * z
     assert torch.equal(mask_influencer_loss(wide, masks, ownership_spread_floor=0.01, **kw)["ownership"],
                        mask_influencer_loss(wide, masks, **kw)["ownership"])
+
+
+def test_ownership_mask_cost_hands_instances_to_specific_queries_not_to_a_merged_one():
+    # Query 0 says "yes" on both instances; query 1 only on instance 1 and query 2 only on
+    # instance 0, each less confidently. The claims measure recall only, so query 0 is the best
+    # claimant of both and the plan splits it over them: half owner, half pushed off each, a
+    # merge the loss barely resolves. The matching cost charges query 0 for its "yes" on the
+    # other instance, as Mask2Former's matcher does, and hands each instance to its own query.
+    masks = torch.zeros(2, 40)
+    masks[0, :10] = masks[1, 10:20] = 1
+    z = torch.full((4, 40), -6.0)
+    z[0, :20], z[1, 10:20], z[2, :10] = 5.0, 1.0, 1.0
+    kw = dict(return_ownership=True, anneal_ownership=True, sinkhorn_iters=40)
+    plain = mask_influencer_loss(z, masks, **kw)
+    costed = mask_influencer_loss(z, masks, ownership_mask_cost=5.0, **kw)
+    assert (plain["ownership"][:, 0] > 0.4).all()
+    assert costed["ownership"][0, 2] > 0.95 and costed["ownership"][1, 1] > 0.95
+    assert costed["ownership"][:, 0].max() < 0.05
+    # the plan is what changed: the background term does not depend on it
+    assert torch.allclose(plain["background"], costed["background"])
+    # ... and with the merged query no longer an owner, its "yes" on both instances is excluded
+    assert costed["exclusion"] > plain["exclusion"]
+    with pytest.raises(ValueError, match="ownership_mask_cost must be >= 0"):
+        mask_influencer_loss(z, masks, ownership_mask_cost=-1.0)
+
+
+def test_ownership_mask_cost_keeps_the_hungarian_assignment_of_a_clear_case():
+    # every instance has one query that covers exactly it: the plan is that assignment with
+    # and without the cost (the cost only adds evidence a matcher would use)
+    masks, configs = query_configurations(4, 8)
+    z = configs["ideal"] * 0.2  # logits +-1.6: a clear, unsaturated case
+    kw = dict(return_ownership=True, anneal_ownership=True, sinkhorn_iters=40)
+    plain = mask_influencer_loss(z, masks, **kw)["ownership"]
+    costed = mask_influencer_loss(z, masks, ownership_mask_cost=5.0, **kw)["ownership"]
+    assert torch.equal(plain.argmax(dim=1), costed.argmax(dim=1))
+    assert (costed.amax(dim=1) >= plain.amax(dim=1) - 1e-6).all()
 
 
 @pytest.mark.parametrize("num_inst,num_queries", SIZES)

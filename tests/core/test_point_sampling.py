@@ -88,6 +88,13 @@ def test_shared_sampler_equals_point_sample_in_value_and_gradient():
         got, = torch.autograd.grad(out, maps, grad_out)
         want, = torch.autograd.grad(ref, maps, grad_out, retain_graph=True)
         assert torch.allclose(got, want, atol=1e-5)
+        # per image: the same values as (C, P) views of (P, C) memory, and the same gradient
+        per_image = sampler.per_image(maps)
+        assert [tuple(t.shape) for t in per_image] == [(5, 300), (5, 300)]
+        assert all(t.transpose(0, 1).is_contiguous() for t in per_image)
+        assert torch.allclose(torch.stack(per_image), ref, atol=1e-5)
+        got, = torch.autograd.grad(per_image, maps, list(grad_out.unbind(0)))
+        assert torch.allclose(got, want, atol=1e-5)
 
 
 def test_shared_sampler_rejects_maps_of_another_size_and_runs_under_autocast():
