@@ -77,6 +77,20 @@ def test_train_resume_eval(criterion, tiny_synthetic_root, tmp_path):
     )
     assert "Evaluation results for segm" in log
 
+    # tools/mask_quality.py on the trained run: a table per size tercile and its JSON
+    env = dict(os.environ, INFLUENCERFORMER_SYNTHETIC_ROOT=tiny_synthetic_root, OMP_NUM_THREADS="1")
+    report = tmp_path / "mask_quality.json"
+    proc = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "tools", "mask_quality.py"), out,
+                           "--images", "4", "--json", str(report)],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| out | small" in proc.stdout
+    result = json.loads(report.read_text())["results"][out]
+    assert result["instances"] > 0
+    for size in ("small", "medium", "large"):
+        if result[size] is not None:
+            assert all(0.0 <= result[size][k] <= 1.0 for k in ("iou", "recall", "precision", "missed"))
+
 
 def test_two_process_gloo(tiny_synthetic_root, tmp_path):
     out = str(tmp_path / "ddp")

@@ -1,0 +1,177 @@
+#!/usr/bin/env python
+"""Mask quality of trained runs, per instance size: why one criterion's AP trails another's.
+
+    python tools/mask_quality.py output/ab/hungarian_seed0 output/ab/influencer_seed0 --json out.json
+
+For every GT instance of the first ``--images`` images of the test dataset (mapped with the
+training mapper without augmentation, so the GT masks come along; the same images for every run)
+it takes the best query by mask IoU among the queries that inference would keep (objectness
+``1 - p(no object) > --confident``) and records that query's IoU, recall and precision on a
+common grid (at most 256 px). Instances are split into size terciles by area (the same boundaries
+for every run); the table reports the means per tercile and the share of instances that no
+confident query covers at IoU >= 0.5 (missed), plus the confident queries per image.
+
+Each RUN_DIR needs ``config.yaml`` (written by ``tools/train_net.py``) and a checkpoint
+(``--checkpoint``, default ``model_final.pth``). Needs detectron2.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib
+import sys
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tools.provenance import machine_info, write_json  # noqa: E402
+
+SIZES = ("small", "medium", "large")
+
+
+def instance_rows(logits: Sequence[torch.Tensor], gts: Sequence[torch.Tensor], objectness: torch.Tensor,
+                  confident: float) -> List[Dict[str, float]]:
+    """Per GT instance: area share, and IoU / recall / precision of its best confident query.
+
+    Args:
+        logits: per image (Q, P) mask logits; gts: per image (K, P) binary GT on the same points.
+        objectness: (B, Q) ``1 - p(no object)``.
+    """
+    if not len(logits) == len(gts) == objectness.shape[0]:
+        raise ValueError(f"{len(logits)} prediction images, {len(gts)} GT images and objectness for "
+                         f"{objectness.shape[0]}: they must agree")
+    rows = []
+    for lg, gt, obj in zip(logits, gts, objectness):
+        if gt.shape[0] == 0:
+            continue
+        pred = (lg > 0).float()
+        inter = gt @ pred.transpose(0, 1)  # (K, Q)
+        area_gt, area_pred = gt.sum(1), pred.sum(1)
+        iou = inter / (area_gt[:, None] + area_pred[None, :] - inter).clamp(min=1.0)
+        iou = torch.where((obj > confident)[None, :], iou, torch.zeros_like(iou))
+        best = iou.argmax(dim=1)
+        best_inter = inter.gather(1, best[:, None])[:, 0]
+        for k in range(gt.shape[0]):
+            rows.append({"area": float(area_gt[k] / gt.shape[1]), "iou": float(iou[k, best[k]]),
+                         "recall": float(best_inter[k] / area_gt[k].clamp(min=1.0)),
+                         "precision": float(best_inter[k] / area_pred[best[k]].clamp(min=1.0))})
+    return rows
+
+
+def size_boundaries(areas: Sequence[float]) -> List[float]:
+    """The two area shares splitting the instances into terciles."""
+    ordered = sorted(areas)
+    if not ordered:
+        raise ValueError("no GT instances in the probe images")
+    return [ordered[len(ordered) // 3], ordered[(2 * len(ordered)) // 3]]
+
+
+def summarise(rows: List[Dict[str, float]], bounds: Sequence[float], num_images: int,
+              num_confident: int) -> Dict:
+    out = {"instances": len(rows), "confident_queries_per_image": num_confident / max(num_images, 1)}
+    for name, (low, high) in zip(SIZES, [(-1.0, bounds[0]), (bounds[0], bounds[1]), (bounds[1], 2.0)]):
+        part = [r for r in rows if low < r["area"] <= high]  # areas are shares in [0, 1]
+        if not part:
+            out[name] = None
+            continue
+        out[name] = {key: sum(r[key] for r in part) / len(part) for key in ("iou", "recall", "precision")}
+        out[name]["missed"] = sum(r["iou"] < 0.5 for r in part) / len(part)
+        out[name]["instances"] = len(part)
+        out[name]["max_area"] = max(r["area"] for r in part)
+    return out
+
+
+def probe_inputs(cfg, num_images: int) -> List[Dict]:
+    """The first ``num_images`` test images, mapped by the training mapper without augmentation."""
+    from detectron2.config import instantiate
+
+    dataset_cfg = copy.deepcopy(cfg.dataloader.train.dataset)
+    dataset_cfg.names = cfg.dataloader.test.dataset.names
+    dicts = instantiate(dataset_cfg)[:num_images]
+    mapper_cfg = copy.deepcopy(cfg.dataloader.train.mapper)
+    mapper_cfg.augmentations = []
+    mapper = instantiate(mapper_cfg)
+    return [mapper(d) for d in dicts]
+
+
+@torch.no_grad()
+def run_rows(run_dir: Path, checkpoint: str, inputs: List[Dict], confident: float, batch: int):
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.config import LazyConfig, instantiate
+
+    from influencerformer.criterion import query_objectness
+    from projects.mask2former.hooks import probe_point_masks
+
+    cfg = LazyConfig.load(str(run_dir / "config.yaml"))
+    model = instantiate(cfg.model)
+    weights = run_dir / checkpoint
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: no checkpoint (--checkpoint names the file inside RUN_DIR)")
+    DetectionCheckpointer(model).load(str(weights))
+    model.eval()
+    rows, num_confident = [], 0
+    for start in range(0, len(inputs), batch):
+        chunk = inputs[start:start + batch]
+        images = model.preprocess_image(chunk)
+        outputs = model.predict(images.tensor)
+        targets = model.prepare_targets(chunk, images)
+        logits, gts = probe_point_masks(outputs["pred_masks"], targets)
+        objectness = query_objectness(outputs["pred_logits"])
+        num_confident += int((objectness > confident).sum())
+        rows += instance_rows(logits, gts, objectness, confident)
+    return rows, num_confident
+
+
+def format_table(results: Dict[str, Dict]) -> str:
+    lines = ["| run | size | instances | IoU | recall | precision | missed (IoU < 0.5) | confident queries / image |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, res in results.items():
+        for size in SIZES:
+            s = res[size]
+            if s is None:
+                continue
+            lines.append(f"| {name} | {size} (area <= {s['max_area']:.3f}) | {s['instances']} | {s['iou']:.3f} | "
+                         f"{s['recall']:.3f} | {s['precision']:.3f} | {s['missed']:.2f} | "
+                         f"{res['confident_queries_per_image']:.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> Dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
+    parser.add_argument("--checkpoint", default="model_final.pth")
+    parser.add_argument("--images", type=int, default=48, help="test images to probe")
+    parser.add_argument("--confident", type=float, default=0.5, help="objectness a query needs to count")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if args.images < 1:
+        parser.error(f"--images must be >= 1; got {args.images}")
+    for run in args.runs:
+        if not (run / "config.yaml").is_file():
+            parser.error(f"{run}: no config.yaml (is it a tools/train_net.py output folder?)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    importlib.import_module("projects.mask2former")  # registers the model and the datasets
+    from detectron2.config import LazyConfig
+
+    torch.manual_seed(0)
+    inputs = probe_inputs(LazyConfig.load(str(args.runs[0] / "config.yaml")), args.images)
+    per_run = {str(run): run_rows(run, args.checkpoint, inputs, args.confident, args.batch) for run in args.runs}
+    bounds = size_boundaries([r["area"] for r in next(iter(per_run.values()))[0]])
+    results = {name: summarise(rows, bounds, len(inputs), confident) for name, (rows, confident) in per_run.items()}
+    print(format_table({Path(k).name: v for k, v in results.items()}))
+    report = {"command": " ".join(["mask_quality.py"] + (argv if argv is not None else sys.argv[1:])),
+              "images": len(inputs), "confident": args.confident, "size_boundaries": bounds,
+              "machine": machine_info(), "results": results}
+    if args.json:
+        write_json(args.json, report)
+    return report
+
+
+if __name__ == "__main__":
+    main()
