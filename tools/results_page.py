@@ -8,8 +8,10 @@
   written by tools/compare_runs.py next to the page (``<output stem>/``), and the page states
   the issue's targets -- final segm AP >= 100% of Hungarian's, 90% of it reached in <= 0.7x
   Hungarian's iterations -- as met or not, per arm.
-* ``--iteration-cost``: JSON of tools/iteration_cost.py; target: the Influencer criterion's
-  share of the iteration <= half of Hungarian's.
+* ``--iteration-cost``: JSONs of tools/iteration_cost.py, one table each (repeated measurements
+  show the machine's spread); target: the Influencer criterion's share of the iteration <= half
+  of Hungarian's.
+* ``--mask-quality``: JSONs of tools/mask_quality.py (IoU / recall / precision per instance size).
 * ``--small-model``: JSON files of tools/small_query_model.py (one row per criterion and variant).
 """
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Dict, List, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tools import compare_runs  # noqa: E402
+from tools.mask_quality import format_table  # noqa: E402
 from tools.provenance import git_commit, machine_info, write_text_atomic  # noqa: E402
 
 REFERENCE = "hungarian"
@@ -79,12 +82,21 @@ def ab_section(ab_dir: Path, page_dir: Path, figures: Path) -> List[str]:
     return lines
 
 
-def iteration_cost_section(path: Path) -> List[str]:
+def iteration_cost_section(paths: List[Path]) -> List[str]:
+    """One table per measurement: repeated runs on a shared machine show its spread."""
+    lines = ["## Whole-iteration cost (COCO R50 model)", ""]
+    if len(paths) > 1:
+        lines += [f"{len(paths)} measurements of the same comparison, each a separate run of the tool.", ""]
+    for path in paths:
+        lines += _iteration_cost_measurement(path)
+    return lines
+
+
+def _iteration_cost_measurement(path: Path) -> List[str]:
     report = json.loads(path.read_text())
     results = report["results"]
     machine = report.get("machine", {})
-    lines = ["## Whole-iteration cost (COCO R50 model)", "",
-             f"`python tools/{report['command']}` — {report['device']}"
+    lines = [f"`python tools/{report['command']}` — {report['device']}"
              f"{' (' + machine['gpu'] + ')' if machine.get('gpu') else ''}, {report['batch']} images of "
              f"{report['size']}x{report['size']}, instances per image {report['instances']}, median of "
              f"{report['iters']} iterations; {machine.get('date', '?')}, commit {machine.get('commit', '?')}, "
@@ -120,15 +132,29 @@ def small_model_section(paths: List[Path]) -> List[str]:
     return lines + [""]
 
 
+def mask_quality_section(paths: List[Path]) -> List[str]:
+    lines = ["## Mask quality per instance size (tools/mask_quality.py)", "",
+             "Per GT instance of the test images, the best query by IoU among those inference keeps "
+             "(objectness above the threshold); sizes are area terciles.", ""]
+    for path in paths:
+        report = json.loads(path.read_text())
+        machine = report.get("machine", {})
+        lines += [f"`python tools/{report['command']}` — {report['images']} images, objectness > "
+                  f"{report['confident']}; {machine.get('date', '?')}, commit {machine.get('commit', '?')}.", "",
+                  format_table({Path(run).name: res for run, res in report["results"].items()}), ""]
+    return lines
+
+
 def main(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ab", type=Path, help="tools/run_ab.py output folder")
-    parser.add_argument("--iteration-cost", type=Path, help="tools/iteration_cost.py JSON")
+    parser.add_argument("--iteration-cost", type=Path, nargs="*", default=[], help="tools/iteration_cost.py JSONs")
+    parser.add_argument("--mask-quality", type=Path, nargs="*", default=[], help="tools/mask_quality.py JSONs")
     parser.add_argument("--small-model", type=Path, nargs="*", default=[], help="tools/small_query_model.py JSONs")
     parser.add_argument("--output", type=Path, default=Path("docs/results.md"))
     args = parser.parse_args(argv)
-    for path in [args.ab, args.iteration_cost, *args.small_model]:
+    for path in [args.ab, *args.iteration_cost, *args.mask_quality, *args.small_model]:
         if path is not None and not path.exists():
             parser.error(f"{path} does not exist")
     info = machine_info()
@@ -142,6 +168,8 @@ def main(argv=None) -> str:
         lines += ab_section(args.ab, page_dir, page_dir / args.output.stem / "ab")
     if args.iteration_cost:
         lines += iteration_cost_section(args.iteration_cost)
+    if args.mask_quality:
+        lines += mask_quality_section(args.mask_quality)
     if args.small_model:
         lines += small_model_section(args.small_model)
     text = "\n".join(lines)

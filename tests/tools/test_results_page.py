@@ -27,9 +27,15 @@ def test_page_from_artefacts(tmp_path):
                    instances_with_duplicates=0.0)
     small.write_text(json.dumps({"args": {"steps": 100, "seed": 0, "influencer": {"detach_ownership": True}},
                                  "results": {"hungarian": metrics, "exclusive": metrics}}))
+    quality = tmp_path / "quality.json"
+    size = dict(iou=0.5, recall=0.75, precision=0.625, missed=0.25, instances=4, max_area=0.02)
+    quality.write_text(json.dumps({"command": "mask_quality.py runs/h runs/i", "images": 8, "confident": 0.5,
+                                   "machine": {}, "results": {"runs/hungarian_seed0": {
+                                       "instances": 12, "confident_queries_per_image": 2.5,
+                                       "small": size, "medium": size, "large": None}}}))
     out = tmp_path / "docs" / "results.md"
-    page = results_page.main(["--ab", str(ab), "--iteration-cost", str(cost), "--small-model", str(small),
-                              "--output", str(out)])
+    page = results_page.main(["--ab", str(ab), "--iteration-cost", str(cost), str(cost), "--small-model", str(small),
+                              "--mask-quality", str(quality), "--output", str(out)])
     assert out.read_text() == page
     lines = {line.split("**")[1]: line for line in page.splitlines() if line.startswith("* **")}
     # influencer: 44 / 40 = 110%, reaches 36 at iteration 99 vs 299 -> 0.33x: both met
@@ -37,7 +43,10 @@ def test_page_from_artefacts(tmp_path):
     assert "0.33x Hungarian's iterations (target ≤ 0.7x: met)" in lines["influencer"]
     assert "50% of Hungarian's (target ≥ 100%: NOT met)" in lines["slow"] and "2 of 2 runs never reach" in lines["slow"]
     assert "| exclusive | detach_ownership=True | 100 | 0 | 0.500 |" in page
-    assert "(target ≤ 0.5: met)" in page  # share 0.25/3.85 vs 1/4.6
+    assert page.count("(target ≤ 0.5: met)") == 2  # share 0.25/3.85 vs 1/4.6, one per measurement
+    assert "2 measurements of the same comparison" in page
+    assert "| hungarian_seed0 | medium (area <= 0.020) | 4 | 0.500 | 0.750 | 0.625 | 0.25 | 2.5 |" in page
+    assert "| hungarian_seed0 | large" not in page  # no instances in that tercile
     for name in ("ap_vs_iteration", "assignment_diagnostics"):
         assert (tmp_path / "docs" / "results" / "ab" / f"{name}.png").is_file()
         assert f"(results/ab/{name}.png)" in page
