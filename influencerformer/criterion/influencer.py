@@ -70,10 +70,11 @@ class InfluencerCriterion(SetCriterionBase):
     distribution (dustbin mass -> "no object"); with ``"original"``, hard owners
     (:func:`hard_owners`). Ownership is detached for these targets. ``class_ownership_weight > 0``
     lets the ownership also see the class evidence (:func:`class_log_odds`), as Mask2Former's
-    matching cost does, and ``ownership_mask_cost > 0`` its mask cost (BCE + dice); ``objectness_exclusion`` scales each query's exclusion by its
-    probability of being an object, ``1 - p_q(no object)`` (detached), so queries that declare
-    "no object" keep free masks as Hungarian's unmatched queries do; ``bce_weight`` and the other
-    loss keywords go to the core loss.
+    matching cost does, and ``ownership_mask_cost > 0`` its mask cost (BCE + dice);
+    ``objectness_exclusion`` scales each query's exclusion by its probability of being an object,
+    ``1 - p_q(no object)`` (detached), so queries that declare "no object" keep free masks as
+    Hungarian's unmatched queries do; ``bce_weight`` and the other loss keywords go to the core
+    loss.
     """
 
     def __init__(self, num_classes: int, weight_dict: Mapping[str, float], eos_coef: float = 0.1,
@@ -136,7 +137,7 @@ class InfluencerCriterion(SetCriterionBase):
                 cache["point_targets"] = [
                     (point_sample(t["masks"][None], c[None].to(t["masks"].device))[0] > 0.5).float()
                     for t, c in zip(targets, coords)]
-        # B x (Q, P); every layer reuses the sparse sampler
+        # B x (Q, P); every layer reuses the sampler
         return cache["sampler"].per_image(preds.masks), cache["point_targets"]
 
     def _layer_losses(self, preds: LayerPredictions, targets, num_masks: Tensor, cache: dict) -> Dict[str, Tensor]:

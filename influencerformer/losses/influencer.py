@@ -285,10 +285,9 @@ def mask_influencer_loss(
             scores the ownership sees, never from the loss terms. The claims measure recall only
             (a query saying "yes" everywhere claims every instance perfectly), so a query spread
             over two instances is a strong candidate for both; the BCE and dice also charge it
-            for its "yes" outside the instance, as a matcher's cost does. A constant (0) dustbin
-            score (the dustbin row gets no cost), as an unmatched query costs nothing in a
-            matcher. At the ideal the owner's
-            cost goes to 0 and every other query's to infinity: same plan, same minimum.
+            for its "yes" outside the instance, as a matcher's cost does. The dustbin row gets no
+            cost, as an unmatched query costs nothing in a matcher. At the ideal the owner's cost
+            goes to 0 and every other query's to infinity: same plan, same minimum.
         ownership_bias: "exclusive" only; (K, Q) scores added (detached) to the claims that the
             ownership sees, never to the loss terms: e.g. each query's class log-probability of
             the instance's label, as Mask2Former's matching cost adds a class cost. A finite bias
