@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Write docs/results.md from measured artefacts only: nothing on the page is typed by hand.
 
-    python tools/results_page.py --ab output/ab --iteration-cost docs/results/iteration_cost_cpu.json \\
-        --small-model docs/results/small_query_model_*.json --output docs/results.md
+    python tools/results_page.py --ab output/ab --iteration-cost docs/results/iteration_cost_cpu_*.json \\
+        --mask-quality docs/results/mask_quality.json --small-model docs/results/small_query_model_*.json \\
+        --output docs/results.md
 
 * ``--ab``: a tools/run_ab.py output folder (``<arm>_seed<N>`` runs). Its plots and tables are
   written by tools/compare_runs.py next to the page (``<output stem>/``), and the page states
