@@ -123,8 +123,9 @@ def test_original_reproduces_the_published_duplicate_numbers():
 
 @pytest.mark.parametrize("options", [{}, {"exclusion": "share"}, {"exclusion": "owned"}, {"dice_weight": 1.0},
                                      {"bce_weight": 1.0}, {"ownership_spread_floor": 1.0},
-                                     {"ownership_mask_cost": 5.0, "anneal_ownership": True, "sinkhorn_iters": 40}],
-                         ids=["sum", "share", "owned", "dice", "bce", "standardized", "mask-cost"])
+                                     {"ownership_mask_cost": 5.0, "anneal_ownership": True, "sinkhorn_iters": 40},
+                                     {"attr_weight": 0.0, "bce_weight": 1.0, "dice_weight": 1.0}],
+                         ids=["sum", "share", "owned", "dice", "bce", "standardized", "mask-cost", "m2f-owner"])
 @pytest.mark.parametrize("num_inst,num_queries", SIZES)
 def test_exclusive_ideal_is_strictly_lowest(num_inst, num_queries, options):
     masks, configs = query_configurations(num_inst, num_queries)
