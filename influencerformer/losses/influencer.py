@@ -360,19 +360,20 @@ def mask_influencer_loss(
             out["dustbin_ownership"] = mask_logits.new_ones(num_queries).detach()
         return out
 
+    # Per-pair (K, Q) mask costs of Mask2Former, from rows of ``stats``, computed once when the
+    # owner's terms or the ownership need them.
     num_points = mask_logits.shape[1]
-
-    def owner_bce() -> Tensor:  # (K, Q) mean over all points of BCE(z_q, M_k)
-        # BCE(z, y) = softplus(z) - y z: the mean softplus minus (area / P) times the mean
-        # logit on the instance, both rows of ``stats``.
+    pair_bce = pair_dice = None
+    if bce_weight > 0 or ownership_mask_cost > 0:
+        # BCE(z, y) = softplus(z) - y z: its mean over all points is the mean softplus minus
+        # (area / P) times the mean logit on the instance.
         area_share = targets.areas.to(stats_lin.dtype)[:, None] / num_points
-        return mean_softplus[-1][None, :] - area_share * stats_lin[:num_inst]
-
-    def owner_dice() -> Tensor:  # (K, Q) Mask2Former's dice loss (+1 smoothed) of s_q against M_k
+        pair_bce = mean_softplus[-1][None, :] - area_share * stats_lin[:num_inst]
+    if dice_weight > 0 or ownership_mask_cost > 0:  # dice loss, +1 smoothed
         mean_prob = stats[2]  # (R, Q) weighted means of s
         overlap = targets.areas.to(mean_prob.dtype)[:, None] * mean_prob[:num_inst]  # sum_{p in k} s
         total = mean_prob[-1] * num_points  # sum_p s, (Q,)
-        return 1.0 - (2.0 * overlap + 1.0) / (total[None, :] + targets.areas[:, None] + 1.0)
+        pair_dice = 1.0 - (2.0 * overlap + 1.0) / (total[None, :] + targets.areas[:, None] + 1.0)
 
     own_claims = claims
     if ownership_bias is not None:
@@ -382,7 +383,7 @@ def mask_influencer_loss(
         own_claims = claims + ownership_bias.detach().to(claims.dtype)[targets.kept]
     own_silence = silence
     if ownership_mask_cost > 0:
-        own_claims = own_claims - ownership_mask_cost * (owner_bce() + owner_dice())
+        own_claims = own_claims - ownership_mask_cost * (pair_bce + pair_dice)
     if claim_floor is not None:
         # Scores below the floor are equal for the ownership: a silent query (g -> -inf) stays a
         # candidate, so the normalisation can enforce query capacity in a few iterations and an
@@ -427,11 +428,11 @@ def mask_influencer_loss(
     out = {"loss": loss, "attractive": attractive.detach(), "repulsive": repulsive.detach(),
            "background": bg_term.detach(), "exclusion": exclusion_term.detach()}
     if dice_weight > 0:
-        dice_term = (own * owner_dice()).sum(dim=1).mean()
+        dice_term = (own * pair_dice).sum(dim=1).mean()
         out["loss"] = out["loss"] + dice_weight * dice_term
         out["dice"] = dice_term.detach()
     if bce_weight > 0:
-        bce_term = (own * owner_bce()).sum(dim=1).mean()
+        bce_term = (own * pair_bce).sum(dim=1).mean()
         out["loss"] = out["loss"] + bce_weight * bce_term
         out["bce"] = bce_term.detach()
     if return_ownership:
