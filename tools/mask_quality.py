@@ -17,7 +17,6 @@ Each RUN_DIR needs ``config.yaml`` (written by ``tools/train_net.py``) and a che
 from __future__ import annotations
 
 import argparse
-import copy
 import importlib
 import sys
 from pathlib import Path
@@ -84,19 +83,6 @@ def summarise(rows: List[Dict[str, float]], bounds: Sequence[float], num_images:
     return out
 
 
-def probe_inputs(cfg, num_images: int) -> List[Dict]:
-    """The first ``num_images`` test images, mapped by the training mapper without augmentation."""
-    from detectron2.config import instantiate
-
-    dataset_cfg = copy.deepcopy(cfg.dataloader.train.dataset)
-    dataset_cfg.names = cfg.dataloader.test.dataset.names
-    dicts = instantiate(dataset_cfg)[:num_images]
-    mapper_cfg = copy.deepcopy(cfg.dataloader.train.mapper)
-    mapper_cfg.augmentations = []
-    mapper = instantiate(mapper_cfg)
-    return [mapper(d) for d in dicts]
-
-
 @torch.no_grad()
 def run_rows(run_dir: Path, checkpoint: str, inputs: List[Dict], confident: float, batch: int):
     from detectron2.checkpoint import DetectionCheckpointer
@@ -160,7 +146,11 @@ def main(argv=None) -> Dict:
     from detectron2.config import LazyConfig
 
     torch.manual_seed(0)
-    inputs = probe_inputs(LazyConfig.load(str(args.runs[0] / "config.yaml")), args.images)
+    from projects.mask2former.hooks import unaugmented_inputs
+
+    first = LazyConfig.load(str(args.runs[0] / "config.yaml"))
+    # the test images, with their instances: the training mapper without augmentation
+    inputs = unaugmented_inputs(first, args.images, first.dataloader.test.dataset.names)
     per_run = {str(run): run_rows(run, args.checkpoint, inputs, args.confident, args.batch) for run in args.runs}
     bounds = size_boundaries([r["area"] for r in next(iter(per_run.values()))[0]])
     results = {name: summarise(rows, bounds, len(inputs), confident) for name, (rows, confident) in per_run.items()}

@@ -11,7 +11,6 @@ Everything after the flags is a ``key=value`` override of the config.  Without C
 model runs on the CPU (AMP off); ``--num-gpus N`` then starts N CPU processes (gloo).
 """
 
-import copy
 import logging
 import os
 import sys
@@ -83,19 +82,13 @@ def build_diagnostics_hook(cfg):
     diag = cfg.train.get("diagnostics")
     if not diag or int(diag.get("period", 0)) <= 0:
         return None
-    from projects.mask2former.hooks import AssignmentDiagnosticsHook
+    from projects.mask2former.hooks import AssignmentDiagnosticsHook, unaugmented_inputs
 
     if int(diag.period) < int(cfg.train.log_period):
         logger.warning(f"train.diagnostics.period={diag.period} < train.log_period={cfg.train.log_period}: "
                        "metrics.json keeps only the last diagnostics between two writes")
-    dataset_cfg = copy.deepcopy(cfg.dataloader.train.dataset)
-    if diag.get("dataset"):
-        dataset_cfg.names = diag.dataset
-    dicts = instantiate(dataset_cfg)[: int(diag.get("num_images", 8))]
-    mapper_cfg = copy.deepcopy(cfg.dataloader.train.mapper)
-    mapper_cfg.augmentations = []
-    mapper = instantiate(mapper_cfg)
-    return AssignmentDiagnosticsHook([mapper(d) for d in dicts], int(diag.period))
+    probe = unaugmented_inputs(cfg, int(diag.get("num_images", 8)), diag.get("dataset"))
+    return AssignmentDiagnosticsHook(probe, int(diag.period))
 
 
 def do_train(args, cfg):

@@ -10,6 +10,8 @@ criterion's assignments (Hungarian: matches; Influencer: ownership) into ``diag/
 """
 from __future__ import annotations
 
+import copy
+
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -43,6 +45,21 @@ def probe_point_masks(pred_masks: torch.Tensor, targets: Sequence[Dict], max_sid
             masks = masks.new_zeros(0, *size)
         gts.append((masks > 0.5).float().flatten(1))
     return list(logits.unbind(0)), gts
+
+
+def unaugmented_inputs(cfg, num_images: int, dataset_names=None) -> List[Dict]:
+    """The first ``num_images`` images of ``dataset_names`` (default: the training datasets),
+    mapped by the training mapper without augmentation: model inputs with their ``instances``."""
+    from detectron2.config import instantiate
+
+    dataset_cfg = copy.deepcopy(cfg.dataloader.train.dataset)
+    if dataset_names:
+        dataset_cfg.names = dataset_names
+    dicts = instantiate(dataset_cfg)[:num_images]
+    mapper_cfg = copy.deepcopy(cfg.dataloader.train.mapper)
+    mapper_cfg.augmentations = []
+    mapper = instantiate(mapper_cfg)
+    return [mapper(d) for d in dicts]
 
 
 class AssignmentDiagnosticsHook(HookBase):
