@@ -53,7 +53,7 @@ def uncertain_point_coords(mask_logits: Tensor, num_points: int, oversample_rati
 
 
 def instance_stratified_coords(target_masks: Tensor, num_points: int, instance_share: float = 0.25,
-                               max_grid: int = 256) -> Tensor:
+                               max_grid: int = 256, return_weights: bool = False):
     """One set of points shared by all queries and masks of an image: (K, H, W) -> (num_points, 2).
 
     ``(1 - instance_share) * num_points`` points are uniform over the image; the rest are split
@@ -64,32 +64,50 @@ def instance_stratified_coords(target_masks: Tensor, num_points: int, instance_s
     unbiased estimates of the means over its pixels, while every instance, however small,
     receives points. Importance sampling by uncertainty is added on top by
     :func:`shared_point_coords`.
+
+    With ``return_weights`` also returns (num_points,) density-correction weights: the uniform
+    points' density divided by the sampling density at each point -- 1 outside every instance,
+    ``< 1`` inside one (much less inside a small one) -- so that weighted means over *all* points
+    are unbiased estimates of means over the image's pixels, as uniform points would give.
     """
     device = target_masks.device
     num_inst = target_masks.shape[0]
     num_per_inst = int(instance_share * num_points) // num_inst if num_inst > 0 else 0
     num_uniform = num_points - num_per_inst * num_inst
     coords = [torch.rand(num_uniform, 2, device=device)]
+    cells = None
     if num_per_inst > 0:
         masks = target_masks.float()[:, None]
         h, w = masks.shape[-2:]
         if h > max_grid or w > max_grid:
             masks = F.adaptive_max_pool2d(masks, (min(h, max_grid), min(w, max_grid)))
         gh, gw = masks.shape[-2:]
-        weights = masks.flatten(1)
-        weights = weights + (weights.sum(dim=1, keepdim=True) == 0).float()  # empty mask -> uniform
-        cells = torch.multinomial(weights, num_per_inst, replacement=True).flatten()
-        jitter = torch.rand(cells.numel(), 2, device=device)
-        x = ((cells % gw).float() + jitter[:, 0]) / gw
-        y = (torch.div(cells, gw, rounding_mode="floor").float() + jitter[:, 1]) / gh
+        cells = masks.flatten(1)
+        cells = cells + (cells.sum(dim=1, keepdim=True) == 0).float()  # empty mask -> uniform
+        drawn = torch.multinomial(cells, num_per_inst, replacement=True).flatten()
+        jitter = torch.rand(drawn.numel(), 2, device=device)
+        x = ((drawn % gw).float() + jitter[:, 0]) / gw
+        y = (torch.div(drawn, gw, rounding_mode="floor").float() + jitter[:, 1]) / gh
         coords.append(torch.stack([x, y], dim=1))
-    return torch.cat(coords, dim=0)
+    coords = torch.cat(coords, dim=0)
+    if not return_weights:
+        return coords
+    if cells is None:
+        return coords, torch.ones(num_points, device=device)
+    # density per unit area at each point: num_uniform everywhere, plus num_per_inst / area_k
+    # inside the cells instance k draws from
+    col = (coords[:, 0] * gw).long().clamp(0, gw - 1)
+    row = (coords[:, 1] * gh).long().clamp(0, gh - 1)
+    inside = cells[:, row * gw + col]  # (K, P)
+    area = cells.sum(dim=1) / (gh * gw)  # (K,) share of the image each instance draws from
+    density = num_uniform + (inside * (num_per_inst / area)[:, None]).sum(dim=0)
+    return coords, num_uniform / density
 
 
 @torch.no_grad()
 def shared_point_coords(mask_logits: Tensor, target_masks: Sequence[Tensor], num_points: int,
                         instance_share: float = 0.25, importance_sample_ratio: float = 0.0,
-                        oversample_ratio: float = 3.0) -> Tensor:
+                        oversample_ratio: float = 3.0, return_weights: bool = False):
     """One point set per image for *all* queries: (B, Q, H, W) logits, B x (K, H', W') masks -> (B, P, 2).
 
     ``importance_sample_ratio * num_points`` points come first and are where some query is least
@@ -97,6 +115,11 @@ def shared_point_coords(mask_logits: Tensor, target_masks: Sequence[Tensor], num
     uncertainty) applied to ``min_q |z_q|``, so one set serves every query -- once the
     non-owners are silent, the uncertain points are the owners' boundaries. The rest come from
     :func:`instance_stratified_coords` (uniform plus a share inside each instance).
+
+    With ``return_weights`` also returns (B, P) per-point weights: 1 for the uncertain points
+    (Mask2Former weighs its importance samples like its uniform ones) and the density correction
+    of :func:`instance_stratified_coords` for the rest, which undoes the over-sampling of
+    instances (of small ones most) in means over all points.
     """
     if mask_logits.dim() != 4:
         raise ValueError(f"mask_logits must be (B, Q, H, W); got shape {tuple(mask_logits.shape)}")
@@ -105,13 +128,16 @@ def shared_point_coords(mask_logits: Tensor, target_masks: Sequence[Tensor], num
     if not 0 <= importance_sample_ratio < 1:
         raise ValueError(f"importance_sample_ratio must be in [0, 1); got {importance_sample_ratio}")
     num_uncertain = int(importance_sample_ratio * num_points)
-    coords = torch.stack([instance_stratified_coords(m, num_points - num_uncertain, instance_share)
-                          for m in target_masks]).to(mask_logits.device)
+    drawn = [instance_stratified_coords(m, num_points - num_uncertain, instance_share, return_weights=True)
+             for m in target_masks]
+    coords = torch.stack([c for c, _ in drawn]).to(mask_logits.device)
+    weights = torch.stack([w for _, w in drawn]).to(mask_logits.device)
     if num_uncertain > 0:
         closest_to_half = mask_logits.float().abs().amin(dim=1)  # (B, H, W)
         uncertain = uncertain_point_coords(closest_to_half, num_uncertain, oversample_ratio, 1.0)
         coords = torch.cat([uncertain, coords], dim=1)
-    return coords
+        weights = torch.cat([weights.new_ones(weights.shape[0], num_uncertain), weights], dim=1)
+    return (coords, weights) if return_weights else coords
 
 
 class _BilinearRowMix(torch.autograd.Function):

@@ -73,8 +73,12 @@ class InfluencerCriterion(SetCriterionBase):
     matching cost does, and ``ownership_mask_cost > 0`` its mask cost (BCE + dice);
     ``objectness_exclusion`` scales each query's exclusion by its probability of being an object,
     ``1 - p_q(no object)`` (detached), so queries that declare "no object" keep free masks as
-    Hungarian's unmatched queries do; ``bce_weight`` and the other loss keywords go to the core
-    loss.
+    Hungarian's unmatched queries do; ``density_weighted_points`` weighs each dense-input point by
+    the inverse of its sampling density (importance-sampled points 1, as in Mask2Former), so the
+    points drawn inside instances -- up to tens of times denser than the uniform ones inside a
+    small instance -- stop tilting the means over all points (the owner's BCE and dice, the
+    silence) towards "yes" around small instances; ``bce_weight`` and the other loss keywords go
+    to the core loss.
     """
 
     def __init__(self, num_classes: int, weight_dict: Mapping[str, float], eos_coef: float = 0.1,
@@ -86,7 +90,7 @@ class InfluencerCriterion(SetCriterionBase):
                  anneal_ownership: bool = False, bce_weight: float = 0.0, class_ownership_weight: float = 0.0,
                  importance_sample_ratio: float = 0.0, oversample_ratio: float = 3.0,
                  ownership_spread_floor: Optional[float] = None, objectness_exclusion: bool = False,
-                 ownership_mask_cost: float = 0.0):
+                 ownership_mask_cost: float = 0.0, density_weighted_points: bool = False):
         super().__init__(num_classes, weight_dict, eos_coef, num_points)
         if formulation not in FORMULATIONS:
             raise ValueError(f"formulation must be one of {FORMULATIONS}; got {formulation!r}")
@@ -101,6 +105,7 @@ class InfluencerCriterion(SetCriterionBase):
                                 bce_weight=bce_weight, ownership_spread_floor=ownership_spread_floor,
                                 ownership_mask_cost=ownership_mask_cost)
         self.instance_point_share = instance_point_share
+        self.density_weighted_points = density_weighted_points
         if not 0 <= importance_sample_ratio < 1:
             raise ValueError(f"importance_sample_ratio must be in [0, 1); got {importance_sample_ratio}")
         if oversample_ratio < 1:
@@ -129,9 +134,10 @@ class InfluencerCriterion(SetCriterionBase):
         if preds.point_form:
             return list(preds.masks), [t["masks"] for t in targets]
         if "sampler" not in cache:  # the first call scores the final layer
-            coords = shared_point_coords(preds.masks, [t["masks"] for t in targets], self.num_points,
-                                         self.instance_point_share, self.importance_sample_ratio,
-                                         self.oversample_ratio)
+            coords, weights = shared_point_coords(preds.masks, [t["masks"] for t in targets], self.num_points,
+                                                  self.instance_point_share, self.importance_sample_ratio,
+                                                  self.oversample_ratio, return_weights=True)
+            cache["point_weights"] = list(weights) if self.density_weighted_points else None
             with torch.no_grad():
                 cache["sampler"] = SharedPointSampler(coords, *preds.masks.shape[-2:])
                 cache["point_targets"] = [
@@ -143,7 +149,8 @@ class InfluencerCriterion(SetCriterionBase):
     def _layer_losses(self, preds: LayerPredictions, targets, num_masks: Tensor, cache: dict) -> Dict[str, Tensor]:
         point_logits, point_targets = self._points(preds, targets, cache)
         if "prepared" not in cache:  # GT-only, shared by every decoder layer
-            cache["prepared"] = [prepare_influencer_targets(t) for t in point_targets]
+            weights = cache.get("point_weights") or [None] * len(point_targets)
+            cache["prepared"] = [prepare_influencer_targets(t, point_weights=w) for t, w in zip(point_targets, weights)]
         biases = [None] * len(targets)
         if self.class_ownership_weight > 0:
             biases = [self.class_ownership_weight * class_log_odds(cls, t["labels"])

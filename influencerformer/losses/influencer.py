@@ -171,31 +171,51 @@ class InfluencerTargets(NamedTuple):
     exclusive_rows: int  # index of the first exclusive-mean row (0 when masks are disjoint)
     kept: Tensor  # (K_all,) bool: instances with at least one point
     background: Tensor  # (P,) background weight in [0, 1]
-    areas: Tensor  # (K,) point count of each kept instance
+    areas: Tensor  # (K,) point count of each kept instance (weighted, when the points are)
+    point_mass: Tensor  # () the point count P (the total weight, when the points are weighted)
 
 
-def prepare_influencer_targets(target_masks: Tensor, dtype: Optional[torch.dtype] = None) -> InfluencerTargets:
-    """Precompute :class:`InfluencerTargets` from (K, P) masks (one host sync: the overlap check)."""
+def prepare_influencer_targets(target_masks: Tensor, dtype: Optional[torch.dtype] = None,
+                               point_weights: Optional[Tensor] = None) -> InfluencerTargets:
+    """Precompute :class:`InfluencerTargets` from (K, P) masks (one host sync: the overlap check).
+
+    ``point_weights`` (P,), positive, default all 1: each point's weight in every mean and count
+    of the loss (an integer weight n counts a point as n copies of it), e.g. the density
+    correction of :func:`influencerformer.point_sampling.shared_point_coords`.
+    """
     if target_masks.dim() != 2:
         raise ValueError(f"target_masks must be (K, P); got shape {tuple(target_masks.shape)}")
     all_masks = target_masks.to(dtype or torch.float32)
+    num_points = all_masks.shape[1]
+    if point_weights is None:
+        point_weights = all_masks.new_ones(num_points)
+    else:
+        if point_weights.shape != (num_points,):
+            raise ValueError(f"point_weights must be (P,) = ({num_points},); got {tuple(point_weights.shape)}")
+        if not bool((point_weights > 0).all()):
+            raise ValueError("point_weights must be > 0 everywhere")
+        point_weights = point_weights.to(all_masks)
     kept = all_masks.sum(dim=1) > 0
     masks = all_masks[kept]
     num_inst = masks.shape[0]
-    rows = [masks / masks.sum(1, keepdim=True).clamp(min=1e-6)]
+    weighted = masks * point_weights
+    rows = [weighted / weighted.sum(1, keepdim=True).clamp(min=1e-6)]
     exclusive_rows = 0
     if num_inst > 0:
         coverage = masks.sum(dim=0)
         background = 1.0 - masks.amax(dim=0)
         if bool((coverage > 1.0).any()):
-            exclusive = masks * (coverage <= 1.0)
+            exclusive = weighted * (coverage <= 1.0)
             rows.append(exclusive / exclusive.sum(1, keepdim=True).clamp(min=1e-6))
             exclusive_rows = num_inst
     else:
-        background = all_masks.new_ones(all_masks.shape[1])
-    rows += [(background / background.sum().clamp(min=1.0))[None],
-             torch.full_like(background, 1.0 / background.numel())[None]]
-    return InfluencerTargets(torch.cat(rows), num_inst, exclusive_rows, kept, background, masks.sum(dim=1))
+        background = all_masks.new_ones(num_points)
+    weighted_background = background * point_weights
+    point_mass = point_weights.sum()
+    rows += [(weighted_background / weighted_background.sum().clamp(min=1e-6))[None],
+             (point_weights / point_mass)[None]]
+    return InfluencerTargets(torch.cat(rows), num_inst, exclusive_rows, kept, background, weighted.sum(dim=1),
+                             point_mass)
 
 
 def _validate(mask_logits: Tensor, target_masks: Tensor, formulation: str, temperature: float,
@@ -240,6 +260,7 @@ def mask_influencer_loss(
     ownership_mask_cost: float = 0.0,
     ownership_bias: Optional[Tensor] = None,
     query_objectness: Optional[Tensor] = None,
+    point_weights: Optional[Tensor] = None,
     return_ownership: bool = False,
     targets: Optional[InfluencerTargets] = None,
 ) -> Dict[str, Tensor]:
@@ -299,8 +320,12 @@ def mask_influencer_loss(
             free, as an unmatched query's is in Hungarian's loss, and the pixel features are no
             longer pulled by the owner and pushed by every other query at once. Any positive
             weights leave the zero set, hence the minimum, as they are.
-        targets: :func:`prepare_influencer_targets` of ``target_masks``, when the caller reuses
-            them over several decoder layers.
+        point_weights: (P,) positive weight of each point in every mean the loss takes (default
+            all 1), e.g. the density correction of instance-stratified points
+            (:func:`influencerformer.point_sampling.shared_point_coords`). Positive weights leave
+            every term 0 at the ideal and > 0 elsewhere: same minimum.
+        targets: :func:`prepare_influencer_targets` of ``target_masks`` (and ``point_weights``),
+            when the caller reuses them over several decoder layers.
         return_ownership: also return the detached (K, Q) ownership (``"ownership"``) used for
             classification targets, and the dustbin row (``"dustbin_ownership"``, (Q,)).
     Returns:
@@ -313,7 +338,9 @@ def mask_influencer_loss(
     if ownership_mask_cost < 0:
         raise ValueError(f"ownership_mask_cost must be >= 0; got {ownership_mask_cost}")
     if targets is None:
-        targets = prepare_influencer_targets(target_masks, mask_logits.dtype)
+        targets = prepare_influencer_targets(target_masks, mask_logits.dtype, point_weights)
+    elif point_weights is not None:
+        raise ValueError("point_weights go to prepare_influencer_targets when prepared targets are passed")
     elif targets.weights.shape[1] != mask_logits.shape[1]:
         raise ValueError(f"prepared targets have {targets.weights.shape[1]} points, mask_logits {tuple(mask_logits.shape)}")
     weights = targets.weights.to(mask_logits.dtype)
@@ -362,7 +389,7 @@ def mask_influencer_loss(
 
     # Per-pair (K, Q) mask costs of Mask2Former, from rows of ``stats``, computed once when the
     # owner's terms or the ownership need them.
-    num_points = mask_logits.shape[1]
+    num_points = targets.point_mass.to(stats_lin.dtype)  # P, or the total weight of weighted points
     pair_bce = pair_dice = None
     if bce_weight > 0 or ownership_mask_cost > 0:
         # BCE(z, y) = softplus(z) - y z: its mean over all points is the mean softplus minus
@@ -467,10 +494,11 @@ class MaskInfluencerLoss(nn.Module):
 
     def forward(self, mask_logits: Tensor, target_masks: Tensor, return_ownership: bool = False,
                 ownership_bias: Optional[Tensor] = None,
-                query_objectness: Optional[Tensor] = None) -> Dict[str, Tensor]:
+                query_objectness: Optional[Tensor] = None,
+                point_weights: Optional[Tensor] = None) -> Dict[str, Tensor]:
         return mask_influencer_loss(mask_logits, target_masks, return_ownership=return_ownership,
                                     ownership_bias=ownership_bias, query_objectness=query_objectness,
-                                    **self.kwargs)
+                                    point_weights=point_weights, **self.kwargs)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.kwargs.items())

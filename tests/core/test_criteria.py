@@ -308,3 +308,34 @@ def test_ownership_mask_cost_reaches_the_ownership_of_the_criterion():
         InfluencerCriterion(C, I_WEIGHTS, formulation="original", ownership_mask_cost=1.0)
     with pytest.raises(ValueError, match="ownership_mask_cost must be >= 0"):
         InfluencerCriterion(C, I_WEIGHTS, ownership_mask_cost=-1.0)
+
+
+def test_density_weighted_points_make_the_owner_bce_a_per_pixel_mean():
+    # A small instance (1.6% of the image) and its owner, whose "yes" bloats onto a ring around
+    # it. Half of the points are drawn inside the instance, where the owner is right, so the
+    # unweighted owner BCE sees the ring (where it is wrong) far less than its share of pixels;
+    # density-weighted, it estimates the BCE over all pixels, as uniform points would.
+    masks = torch.zeros(1, 64, 64, dtype=torch.bool)
+    masks[0, 28:36, 28:36] = True  # cells 7..8 of the 16 x 16 prediction
+    pred = torch.full((1, 3, 16, 16), -8.0)
+    pred[0, 0] = -6.0
+    pred[0, 0, 6:10, 6:10] = 4.0
+    targets = [{"labels": torch.tensor([1]), "masks": masks}]
+    centres = (torch.stack(torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="xy"), -1) + 0.5) / 64
+    from influencerformer.point_sampling import point_sample
+    dense = point_sample(pred[0, :1], centres.reshape(1, -1, 2))[0]
+    per_pixel = F.binary_cross_entropy_with_logits(dense, masks.reshape(-1).float()).item()
+    only_bce = dict(attr_weight=0.0, rep_weight=0.0, bg_weight=0.0, excl_weight=0.0, bce_weight=1.0,
+                    num_points=4000, instance_point_share=0.5)
+    estimate = {}
+    for weighted in (False, True):
+        crit = InfluencerCriterion(C, I_WEIGHTS, density_weighted_points=weighted, **only_bce)
+        values = []
+        for seed in range(8):
+            torch.manual_seed(seed)
+            crit({"pred_logits": torch.zeros(1, 3, C + 1), "pred_masks": pred}, targets)
+            assert crit.last_assignments[0][0, 0] > 0.99
+            values.append(float(crit.last_stats["bce"]))
+        estimate[weighted] = sum(values) / len(values)
+    assert estimate[True] == pytest.approx(per_pixel, rel=0.05)
+    assert estimate[False] < 0.75 * per_pixel

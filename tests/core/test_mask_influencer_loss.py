@@ -544,3 +544,65 @@ def test_objectness_weighted_exclusion_frees_queries_that_say_no_object():
     torch.testing.assert_close(grads[0.01][0], grads[1.0][0])
     with pytest.raises(ValueError, match=r"query_objectness must be \(Q,\) = \(4,\)"):
         mask_influencer_loss(z, masks, query_objectness=torch.ones(3))
+
+
+def _overlapping_case(seed: int):
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(5, 30, generator=gen, dtype=torch.float64) * 2
+    masks = torch.zeros(3, 30, dtype=torch.float64)
+    masks[0, :10] = 1
+    masks[1, 8:20] = 1  # overlaps instance 0 on points 8, 9
+    masks[2, 20:24] = 1
+    counts = torch.randint(1, 4, (30,), generator=gen)
+    return z, masks, counts
+
+
+@pytest.mark.parametrize("formulation,options", [
+    ("original", {}), ("exclusive", {}), ("exclusive", ANNEALED),
+    ("exclusive", {"dice_weight": 1.0, "bce_weight": 1.0, "ownership_mask_cost": 2.0, "anneal_ownership": True,
+                   "sinkhorn_iters": 40})], ids=["original", "exclusive", "annealed", "owner-terms-mask-cost"])
+def test_point_weights_count_a_point_as_copies(formulation, options):
+    """An integer weight n is the same as n copies of the point: in every term, the ownership,
+    and the gradient (the copies' gradients summed)."""
+    z, masks, counts = _overlapping_case(11)
+    x = z.clone().requires_grad_(True)
+    weighted = mask_influencer_loss(x, masks, point_weights=counts.double(), formulation=formulation,
+                                    return_ownership=True, **options)
+    xc = z.repeat_interleave(counts, dim=1).requires_grad_(True)
+    copied = mask_influencer_loss(xc, masks.repeat_interleave(counts, dim=1), formulation=formulation,
+                                  return_ownership=True, **options)
+    assert weighted.keys() == copied.keys()
+    for key in copied:
+        assert torch.allclose(weighted[key], copied[key], rtol=1e-9, atol=1e-12), key
+    weighted["loss"].backward()
+    copied["loss"].backward()
+    summed = torch.zeros_like(z).index_add_(1, torch.arange(30).repeat_interleave(counts), xc.grad)
+    assert torch.allclose(x.grad, summed, rtol=1e-9, atol=1e-12)
+    # ... and differs from the unweighted loss, or the test would not see the weights
+    plain = mask_influencer_loss(z, masks, formulation=formulation, **options)
+    assert abs(plain["loss"].item() - weighted["loss"].item()) > 1e-3
+
+
+@pytest.mark.parametrize("num_inst,num_queries", SIZES)
+def test_point_weights_keep_the_ideal_strictly_lowest(num_inst, num_queries):
+    masks, configs = query_configurations(num_inst, num_queries)
+    weights = torch.rand(masks.shape[1], generator=torch.Generator().manual_seed(num_inst + num_queries)) * 3 + 0.05
+    options = dict(bce_weight=1.0, dice_weight=1.0, anneal_ownership=True, sinkhorn_iters=40, point_weights=weights)
+    loss = {name: mask_influencer_loss(z, masks, **options)["loss"].item() for name, z in configs.items()}
+    for name in configs:
+        if name != "ideal":
+            assert loss[name] > loss["ideal"] + 1e-3, (name, loss)
+
+
+def test_point_weights_are_checked():
+    from influencerformer.losses import prepare_influencer_targets
+    z, masks, counts = _overlapping_case(0)
+    with pytest.raises(ValueError, match=r"point_weights must be \(P,\) = \(30,\); got \(29,\)"):
+        mask_influencer_loss(z, masks, point_weights=counts[:29].double())
+    with pytest.raises(ValueError, match="point_weights must be > 0"):
+        mask_influencer_loss(z, masks, point_weights=counts.double() - 1)
+    prepared = prepare_influencer_targets(masks, torch.float64, counts.double())
+    with pytest.raises(ValueError, match="point_weights go to prepare_influencer_targets"):
+        mask_influencer_loss(z, masks, targets=prepared, point_weights=counts.double())
+    again = mask_influencer_loss(z, masks, targets=prepared)["loss"]
+    assert again.item() == mask_influencer_loss(z, masks, point_weights=counts.double())["loss"].item()

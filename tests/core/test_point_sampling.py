@@ -107,3 +107,39 @@ def test_shared_sampler_rejects_maps_of_another_size_and_runs_under_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = sampler(maps.bfloat16())
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
+
+
+def test_density_weights_undo_the_oversampling_of_instances():
+    torch.manual_seed(0)
+    masks = torch.zeros(2, 64, 64, dtype=torch.bool)
+    masks[0, :32] = True  # half the image
+    masks[1, 40:44, 40:44] = True  # 16 pixels: 0.4 %
+    coords, weights = instance_stratified_coords(masks, 20000, instance_share=0.5, return_weights=True)
+    assert coords.shape == (20000, 2) and weights.shape == (20000,)
+    cell = (coords * 64).long().clamp(max=63)  # the pixel each point falls in
+    inside = masks[:, cell[:, 1], cell[:, 0]].float()  # (2, P)
+    area = masks.float().mean(dim=(1, 2))
+    unweighted = inside.mean(dim=1)
+    weighted = (inside * weights).sum(dim=1) / weights.sum()
+    assert unweighted[1] > 30 * area[1]  # the bias being undone
+    assert torch.allclose(weighted, area, rtol=0.1)
+    assert (weights[inside.sum(dim=0) == 0] == 1).all() and (weights[inside[1] > 0] < 0.02).all()
+    # nothing drawn inside instances: all weights 1
+    for m, share in ((masks, 0.0), (torch.zeros(0, 64, 64), 0.5)):
+        assert (instance_stratified_coords(m, 100, share, return_weights=True)[1] == 1).all()
+
+
+def test_shared_points_weigh_importance_samples_like_uniform_ones():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 16, 16)
+    masks = [torch.zeros(1, 64, 64, dtype=torch.bool), torch.zeros(0, 64, 64)]
+    masks[0][0, 8:12, 8:12] = True
+    torch.manual_seed(1)
+    coords, weights = shared_point_coords(logits, masks, 400, instance_share=0.5, importance_sample_ratio=0.75,
+                                          return_weights=True)
+    assert coords.shape == (2, 400, 2) and weights.shape == (2, 400)
+    assert (weights[:, :300] == 1).all() and (weights[1] == 1).all()
+    assert (weights[0, 300:] < 1).sum() >= 50  # the 50 drawn inside the instance, and uniform ones there
+    torch.manual_seed(1)  # the weights change nothing about the points
+    assert torch.equal(shared_point_coords(logits, masks, 400, instance_share=0.5, importance_sample_ratio=0.75),
+                       coords)
