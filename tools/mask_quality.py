@@ -9,7 +9,9 @@ it takes the best query by mask IoU among the queries that inference would keep 
 ``1 - p(no object) > --confident``) and records that query's IoU, recall and precision on a
 common grid (at most 256 px). Instances are split into size terciles by area (the same boundaries
 for every run); the table reports the means per tercile and the share of instances that no
-confident query covers at IoU >= 0.5 (missed), plus the confident queries per image.
+confident query covers at IoU >= 0.5 (missed), plus the confident queries per image. The best
+query's area outside its instance (1 - precision) is split into the part on *other* instances
+(a merge) and the part on the background (a bloated or misplaced mask).
 
 Each RUN_DIR needs ``config.yaml`` (written by ``tools/train_net.py``) and a checkpoint
 (``--checkpoint``, default ``model_final.pth``). Needs detectron2.
@@ -29,11 +31,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tools.provenance import machine_info, write_json  # noqa: E402
 
 SIZES = ("small", "medium", "large")
+STATISTICS = ("iou", "recall", "precision", "on_other_instances", "on_background")
 
 
 def instance_rows(logits: Sequence[torch.Tensor], gts: Sequence[torch.Tensor], objectness: torch.Tensor,
                   confident: float) -> List[Dict[str, float]]:
-    """Per GT instance: area share, and IoU / recall / precision of its best confident query.
+    """Per GT instance: area share, and IoU / recall / precision of its best confident query, with
+    the shares of that query's area on other instances and on the background.
 
     Args:
         logits: per image (Q, P) mask logits; gts: per image (K, P) binary GT on the same points.
@@ -53,10 +57,15 @@ def instance_rows(logits: Sequence[torch.Tensor], gts: Sequence[torch.Tensor], o
         iou = torch.where((obj > confident)[None, :], iou, torch.zeros_like(iou))
         best = iou.argmax(dim=1)
         best_inter = inter.gather(1, best[:, None])[:, 0]
+        best_area = area_pred[best].clamp(min=1.0)
+        others = ((gt.sum(dim=0, keepdim=True) - gt) > 0).float()  # (K, P): points of other instances
+        on_others = (pred[best] * others).sum(dim=1) / best_area
+        on_background = (pred[best] * (gt.sum(dim=0) == 0).float()).sum(dim=1) / best_area
         for k in range(gt.shape[0]):
             rows.append({"area": float(area_gt[k] / gt.shape[1]), "iou": float(iou[k, best[k]]),
                          "recall": float(best_inter[k] / area_gt[k].clamp(min=1.0)),
-                         "precision": float(best_inter[k] / area_pred[best[k]].clamp(min=1.0))})
+                         "precision": float(best_inter[k] / best_area[k]),
+                         "on_other_instances": float(on_others[k]), "on_background": float(on_background[k])})
     return rows
 
 
@@ -76,7 +85,7 @@ def summarise(rows: List[Dict[str, float]], bounds: Sequence[float], num_images:
         if not part:
             out[name] = None
             continue
-        out[name] = {key: sum(r[key] for r in part) / len(part) for key in ("iou", "recall", "precision")}
+        out[name] = {key: sum(r[key] for r in part) / len(part) for key in STATISTICS if key in part[0]}
         out[name]["missed"] = sum(r["iou"] < 0.5 for r in part) / len(part)
         out[name]["instances"] = len(part)
         out[name]["max_area"] = max(r["area"] for r in part)
@@ -112,15 +121,18 @@ def run_rows(run_dir: Path, checkpoint: str, inputs: List[Dict], confident: floa
 
 
 def format_table(results: Dict[str, Dict]) -> str:
-    lines = ["| run | size | instances | IoU | recall | precision | missed (IoU < 0.5) | confident queries / image |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | size | instances | IoU | recall | precision | area on other instances | area on background "
+             "| missed (IoU < 0.5) | confident queries / image |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, res in results.items():
         for size in SIZES:
             s = res[size]
             if s is None:
                 continue
+            # measurements written before the split have no on_* keys
+            split = [f"{s[key]:.3f}" if key in s else "-" for key in ("on_other_instances", "on_background")]
             lines.append(f"| {name} | {size} (area <= {s['max_area']:.3f}) | {s['instances']} | {s['iou']:.3f} | "
-                         f"{s['recall']:.3f} | {s['precision']:.3f} | {s['missed']:.2f} | "
+                         f"{s['recall']:.3f} | {s['precision']:.3f} | {split[0]} | {split[1]} | {s['missed']:.2f} | "
                          f"{res['confident_queries_per_image']:.1f} |")
     return "\n".join(lines)
 

@@ -18,8 +18,17 @@ def test_instance_rows_take_the_best_confident_query():
     objectness = torch.tensor([[0.2, 0.9, 0.8]])
     rows = mask_quality.instance_rows([logits], [gt], objectness, confident=0.5)
     assert len(rows) == 2
-    assert rows[0] == pytest.approx({"area": 0.4, "iou": 4 / 6, "recall": 1.0, "precision": 4 / 6})
-    assert rows[1] == pytest.approx({"area": 0.2, "iou": 1 / 4, "recall": 0.5, "precision": 1 / 3})
+    assert rows[0] == pytest.approx({"area": 0.4, "iou": 4 / 6, "recall": 1.0, "precision": 4 / 6,
+                                     "on_other_instances": 0.0, "on_background": 2 / 6})
+    assert rows[1] == pytest.approx({"area": 0.2, "iou": 1 / 4, "recall": 0.5, "precision": 1 / 3,
+                                     "on_other_instances": 0.0, "on_background": 2 / 3})
+    # a query merging both instances: its excess area is on the other instance
+    merged = logits.clone()
+    merged[2] = -5.0
+    merged[2, :4] = merged[2, 6:8] = 5.0
+    rows = mask_quality.instance_rows([merged], [gt], objectness, confident=0.5)
+    assert rows[1]["on_other_instances"] == pytest.approx(4 / 6) and rows[1]["on_background"] == 0.0
+    assert rows[1]["precision"] == pytest.approx(2 / 6)
     # with every query confident, the exact one wins instance 0
     everyone = mask_quality.instance_rows([logits], [gt], torch.ones(1, 3), confident=0.5)
     assert everyone[0]["iou"] == pytest.approx(1.0)
