@@ -77,8 +77,8 @@ class InfluencerCriterion(SetCriterionBase):
     the inverse of its sampling density (importance-sampled points 1, as in Mask2Former), so the
     points drawn inside instances -- up to tens of times denser than the uniform ones inside a
     small instance -- stop tilting the means over all points (the owner's BCE and dice, the
-    silence) towards "yes" around small instances; ``bce_weight`` and the other loss keywords go
-    to the core loss.
+    silence) towards "yes" around small instances; ``bce_weight``, ``leak_weight`` and the other
+    loss keywords go to the core loss.
     """
 
     def __init__(self, num_classes: int, weight_dict: Mapping[str, float], eos_coef: float = 0.1,
@@ -90,7 +90,8 @@ class InfluencerCriterion(SetCriterionBase):
                  anneal_ownership: bool = False, bce_weight: float = 0.0, class_ownership_weight: float = 0.0,
                  importance_sample_ratio: float = 0.0, oversample_ratio: float = 3.0,
                  ownership_spread_floor: Optional[float] = None, objectness_exclusion: bool = False,
-                 ownership_mask_cost: float = 0.0, density_weighted_points: bool = False):
+                 ownership_mask_cost: float = 0.0, density_weighted_points: bool = False,
+                 leak_weight: float = 0.0):
         super().__init__(num_classes, weight_dict, eos_coef, num_points)
         if formulation not in FORMULATIONS:
             raise ValueError(f"formulation must be one of {FORMULATIONS}; got {formulation!r}")
@@ -103,7 +104,7 @@ class InfluencerCriterion(SetCriterionBase):
                                 dice_weight=dice_weight, detach_ownership=detach_ownership,
                                 claim_floor=claim_floor, anneal_ownership=anneal_ownership,
                                 bce_weight=bce_weight, ownership_spread_floor=ownership_spread_floor,
-                                ownership_mask_cost=ownership_mask_cost)
+                                ownership_mask_cost=ownership_mask_cost, leak_weight=leak_weight)
         self.instance_point_share = instance_point_share
         self.density_weighted_points = density_weighted_points
         if not 0 <= importance_sample_ratio < 1:

@@ -258,6 +258,7 @@ def mask_influencer_loss(
     bce_weight: float = 0.0,
     ownership_spread_floor: Optional[float] = None,
     ownership_mask_cost: float = 0.0,
+    leak_weight: float = 0.0,
     ownership_bias: Optional[Tensor] = None,
     query_objectness: Optional[Tensor] = None,
     point_weights: Optional[Tensor] = None,
@@ -309,6 +310,14 @@ def mask_influencer_loss(
             for its "yes" outside the instance, as a matcher's cost does. The dustbin row gets no
             cost, as an unmatched query costs nothing in a matcher. At the ideal the owner's cost
             goes to 0 and every other query's to infinity: same plan, same minimum.
+        leak_weight: "exclusive" only; > 0 adds the owner's leakage at the claim's scale,
+            ``mean_k sum_q own[k, q] (1 / |k|) sum_{p not in k} softplus(z_qp)``: every point outside
+            the instance pushes its owner towards "no" as hard as every point inside pulls it
+            towards "yes" (``1 / |k|`` each), so with ``leak_weight = attr_weight`` the pair is the
+            owner's BCE scaled by ``P / |k|`` and a pixel the network cannot place is "yes" at
+            probability 1/2 whatever the instance's size. Without it the owner of a small instance
+            is pulled ``1 / |k|`` per point inside and pushed ``1 / |background|`` outside, and
+            its mask spreads. >= 0, 0 at the one-to-one assignment.
         ownership_bias: "exclusive" only; (K, Q) scores added (detached) to the claims that the
             ownership sees, never to the loss terms: e.g. each query's class log-probability of
             the instance's label, as Mask2Former's matching cost adds a class cost. A finite bias
@@ -337,6 +346,8 @@ def mask_influencer_loss(
     _validate(mask_logits, target_masks, formulation, temperature, exclusion)
     if ownership_mask_cost < 0:
         raise ValueError(f"ownership_mask_cost must be >= 0; got {ownership_mask_cost}")
+    if leak_weight < 0:
+        raise ValueError(f"leak_weight must be >= 0; got {leak_weight}")
     if targets is None:
         targets = prepare_influencer_targets(target_masks, mask_logits.dtype, point_weights)
     elif point_weights is not None:
@@ -382,6 +393,8 @@ def mask_influencer_loss(
             out["dice"] = zero.detach()
         if bce_weight > 0:
             out["bce"] = zero.detach()
+        if leak_weight > 0:
+            out["leak"] = zero.detach()
         if return_ownership:
             out["ownership"] = full_rows(mask_logits.new_zeros(0, num_queries))
             out["dustbin_ownership"] = mask_logits.new_ones(num_queries).detach()
@@ -462,6 +475,13 @@ def mask_influencer_loss(
         bce_term = (own * pair_bce).sum(dim=1).mean()
         out["loss"] = out["loss"] + bce_weight * bce_term
         out["bce"] = bce_term.detach()
+    if leak_weight > 0:
+        # sum of softplus outside k = sum over all points - sum over k's points, per unit of k's area
+        areas = targets.areas.to(mean_softplus.dtype)[:, None]
+        outside = num_points * mean_softplus[-1][None, :] - areas * mean_softplus[:num_inst]
+        leak_term = (own * outside.clamp(min=0.0) / areas).sum(dim=1).mean()
+        out["loss"] = out["loss"] + leak_weight * leak_term
+        out["leak"] = leak_term.detach()
     if return_ownership:
         out["ownership"] = full_rows(own)
         if log_own.shape[0] > num_inst:
@@ -480,7 +500,8 @@ class MaskInfluencerLoss(nn.Module):
                  sinkhorn_iters: int = 10, exclusion: str = "sum", dice_weight: float = 0.0,
                  detach_ownership: bool = True, claim_floor: Optional[float] = None,
                  anneal_ownership: bool = False, bce_weight: float = 0.0,
-                 ownership_spread_floor: Optional[float] = None, ownership_mask_cost: float = 0.0):
+                 ownership_spread_floor: Optional[float] = None, ownership_mask_cost: float = 0.0,
+                 leak_weight: float = 0.0):
         super().__init__()
         if formulation not in FORMULATIONS:
             raise ValueError(f"formulation must be one of {FORMULATIONS}; got {formulation!r}")
@@ -490,7 +511,7 @@ class MaskInfluencerLoss(nn.Module):
                            dice_weight=dice_weight, detach_ownership=detach_ownership,
                            claim_floor=claim_floor, anneal_ownership=anneal_ownership,
                            bce_weight=bce_weight, ownership_spread_floor=ownership_spread_floor,
-                           ownership_mask_cost=ownership_mask_cost)
+                           ownership_mask_cost=ownership_mask_cost, leak_weight=leak_weight)
 
     def forward(self, mask_logits: Tensor, target_masks: Tensor, return_ownership: bool = False,
                 ownership_bias: Optional[Tensor] = None,

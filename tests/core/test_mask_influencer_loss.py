@@ -188,7 +188,8 @@ def test_gradcheck(formulation, options, tiny):
         eps=1e-6, atol=1e-5)
 
 
-@pytest.mark.parametrize("options", [{}, {"dice_weight": 0.5, "bce_weight": 0.5, "ownership_mask_cost": 2.0}],
+@pytest.mark.parametrize("options", [{}, {"dice_weight": 0.5, "bce_weight": 0.5, "ownership_mask_cost": 2.0,
+                                          "leak_weight": 0.5}],
                          ids=["plain", "with-sigmoid-statistics"])
 def test_gradcheck_of_points_major_logits(options, tiny):
     # The 2D criterion's sampler hands the loss (Q, P) views of (P, Q)-major memory, for which
@@ -267,9 +268,11 @@ NUMERIC_CASES = [("original", {}), ("exclusive", {}), ("exclusive", ANNEALED),
                  ("exclusive", {"anneal_ownership": True, "sinkhorn_iters": 40, "bce_weight": 1.0,
                                 "ownership_spread_floor": 1.0, "detach_ownership": False}),
                  ("exclusive", {"anneal_ownership": True, "sinkhorn_iters": 40, "bce_weight": 1.0,
-                                "ownership_mask_cost": 5.0, "detach_ownership": False})]
+                                "ownership_mask_cost": 5.0, "detach_ownership": False}),
+                 ("exclusive", {"anneal_ownership": True, "sinkhorn_iters": 40, "bce_weight": 1.0,
+                                "leak_weight": 1.0})]
 NUMERIC_IDS = ["original", "exclusive", "annealed", "annealed-undetached", "2d-config", "spread-floor-undetached",
-               "mask-cost-undetached"]
+               "mask-cost-undetached", "leak"]
 
 
 @pytest.mark.parametrize("formulation,options", NUMERIC_CASES, ids=NUMERIC_IDS)
@@ -560,7 +563,7 @@ def _overlapping_case(seed: int):
 @pytest.mark.parametrize("formulation,options", [
     ("original", {}), ("exclusive", {}), ("exclusive", ANNEALED),
     ("exclusive", {"dice_weight": 1.0, "bce_weight": 1.0, "ownership_mask_cost": 2.0, "anneal_ownership": True,
-                   "sinkhorn_iters": 40})], ids=["original", "exclusive", "annealed", "owner-terms-mask-cost"])
+                   "sinkhorn_iters": 40, "leak_weight": 1.0})], ids=["original", "exclusive", "annealed", "owner-terms"])
 def test_point_weights_count_a_point_as_copies(formulation, options):
     """An integer weight n is the same as n copies of the point: in every term, the ownership,
     and the gradient (the copies' gradients summed)."""
@@ -606,3 +609,44 @@ def test_point_weights_are_checked():
         mask_influencer_loss(z, masks, targets=prepared, point_weights=counts.double())
     again = mask_influencer_loss(z, masks, targets=prepared)["loss"]
     assert again.item() == mask_influencer_loss(z, masks, point_weights=counts.double())["loss"].item()
+
+
+@pytest.mark.parametrize("area", [2, 10, 50])
+def test_owner_leakage_calibrates_the_owner_whatever_the_instance_size(area):
+    """One instance of ``area`` of 100 points, owned by query 0, which is right everywhere but on a
+    pair of points (one inside, one outside) that it cannot tell apart: one logit x for both.
+    The best x is the log-ratio of the pull on the inside point (1/area) to the push on the
+    outside one. With the background term alone pushing (1/|background|) it says "yes" ever more
+    firmly as the instance gets smaller: the mask spreads. With the leakage at the attraction's
+    weight the push is 1/area as well (plus the background's), and x stays within log 2 of 0 --
+    probability 1/2 -- at every size, closest for the smallest instances."""
+    masks = torch.zeros(1, 100, dtype=torch.float64)
+    masks[0, :area] = 1
+    base = torch.full((3, 100), -12.0, dtype=torch.float64)
+    base[0, :area] = 12.0
+    xs = torch.linspace(-6, 6, 241, dtype=torch.float64)
+    best = {}
+    for leak in (0.0, 1.0):
+        terms = dict(rep_weight=0.0, excl_weight=0.0, bg_weight=1.0, leak_weight=leak, return_ownership=True)
+        values = []
+        for x in xs:
+            z = base.clone()
+            z[0, area - 1] = z[0, area] = x  # the last inside point and the first outside one
+            out = mask_influencer_loss(z, masks, **terms)
+            assert out["ownership"][0, 0] > 0.99
+            values.append(out["loss"].item())
+        best[leak] = xs[int(torch.tensor(values).argmin())].item()
+    background = 100 - area
+    assert best[0.0] == pytest.approx(math.log(background / area), abs=0.1)
+    assert best[1.0] == pytest.approx(-math.log(1 + area / background), abs=0.1)
+
+
+def test_owner_leakage_keeps_the_ideal_strictly_lowest_and_is_checked():
+    for num_inst, num_queries in SIZES:
+        masks, configs = query_configurations(num_inst, num_queries)
+        loss = {name: mask_influencer_loss(z, masks, leak_weight=1.0)["loss"].item() for name, z in configs.items()}
+        for name in configs:
+            if name != "ideal":
+                assert loss[name] > loss["ideal"] + 1e-3, (num_inst, num_queries, name, loss)
+    with pytest.raises(ValueError, match="leak_weight must be >= 0"):
+        mask_influencer_loss(torch.zeros(2, 5), torch.ones(1, 5), leak_weight=-1.0)

@@ -139,6 +139,7 @@ def test_config_keys_reach_the_core():
     assert criterion(class_ownership_weight=0.5).core.class_ownership_weight == 0.5
     assert criterion(objectness_exclusion=True).core.objectness_exclusion is True
     assert criterion(ownership_mask_cost=5.0).core.loss_kwargs["ownership_mask_cost"] == 5.0
+    assert criterion(leak_weight=1.0).core.loss_kwargs["leak_weight"] == 1.0
 
 
 def test_iter_matcher_and_query_masks_do_not_change_the_loss():
