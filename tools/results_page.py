@@ -136,7 +136,9 @@ def small_model_section(paths: List[Path]) -> List[str]:
 def mask_quality_section(paths: List[Path]) -> List[str]:
     lines = ["## Mask quality per instance size (tools/mask_quality.py)", "",
              "Per GT instance of the test images, the best query by IoU among those inference keeps "
-             "(objectness above the threshold); sizes are area terciles.", ""]
+             "(objectness above the threshold); sizes are area terciles. Its area outside the instance "
+             "(1 - precision) is split into the part on other instances (merges) and on the background "
+             "(bloat). Means include missed instances, whose best query may cover little of them.", ""]
     for path in paths:
         report = json.loads(path.read_text())
         machine = report.get("machine", {})
