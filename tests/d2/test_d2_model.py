@@ -120,3 +120,23 @@ def test_inference_output_format():
     owners = model.query_ownership(batch)
     assert owners[0].shape == (100, 75) and owners[0].dtype == torch.int64
     assert ((owners[0] >= -1) & (owners[0] < 6)).all()
+
+
+def test_test_mask_nms_threshold_is_a_config_key_that_thins_duplicates():
+    _, model = tiny_model("influencer", ["model.test_topk_per_image=10", "model.test_mask_nms_threshold=0.5"])
+    assert model.test_mask_nms_threshold == 0.5
+    model.eval()
+    batch = [fake_input(32, 32, 0)]
+    with torch.no_grad():
+        thinned = model(batch)[0]["instances"]
+        model.test_mask_nms_threshold = None
+        plain = model(batch)[0]["instances"]
+    assert len(plain) == 10 and 0 < len(thinned) <= 10
+    # what was kept has no same-class partner above the threshold among the kept
+    masks = thinned.pred_masks.flatten(1).float()
+    inter = masks @ masks.T
+    iou = inter / (masks.sum(1)[:, None] + masks.sum(1)[None, :] - inter).clamp(min=1)
+    same = thinned.pred_classes[:, None] == thinned.pred_classes[None, :]
+    assert not ((iou > 0.5) & same & ~torch.eye(len(thinned), dtype=torch.bool)).any()
+    with pytest.raises(ValueError, match="test_mask_nms_threshold"):
+        tiny_model("influencer", ["model.test_mask_nms_threshold=1.5"])

@@ -66,3 +66,33 @@ def test_resize_mask_logits_upsamples_to_padded_size_first():
     padded = torch.nn.functional.interpolate(low_res[None], size=(16, 16), mode="bilinear", align_corners=False)
     expected = torch.nn.functional.interpolate(padded[:, :, :14, :10], size=(7, 5), mode="bilinear", align_corners=False)[0]
     torch.testing.assert_close(resized, expected)
+
+
+def test_mask_nms_drops_lower_scored_same_class_duplicates():
+    from projects.mask2former.modeling.postprocess import mask_nms
+    masks = torch.zeros(5, 8, 8, dtype=torch.bool)
+    masks[0, :4, :4] = True
+    masks[1, :4, :3] = True  # IoU 0.75 with 0, lower score, same class -> dropped
+    masks[2, :4, :3] = True  # the same mask, another class -> kept
+    masks[3, 4:, 4:] = True  # elsewhere -> kept
+    masks[4, :4, :4] = True  # identical to 0 but scored higher -> kept, and now 0 is the duplicate
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.95])
+    classes = torch.tensor([1, 1, 0, 1, 1])
+    assert mask_nms(masks, scores, classes, 0.5).tolist() == [False, False, True, True, True]
+    assert mask_nms(masks, scores, classes, 1.0).tolist() == [True] * 5  # IoU is never > 1
+    assert mask_nms(masks[:0], scores[:0], classes[:0], 0.5).shape == (0,)
+    import pytest
+    with pytest.raises(ValueError, match="threshold"):
+        mask_nms(masks, scores, classes, 0.0)
+
+
+def test_instance_inference_with_mask_nms_keeps_one_of_two_duplicate_queries():
+    mask_cls = torch.tensor([[0.8, 0.2], [0.6, 0.4], [0.1, 0.9]]).log()  # 1 class + no-object
+    mask_pred = torch.full((3, 6, 6), -3.0)
+    mask_pred[0, :3, :3] = mask_pred[1, :3, :3] = 2.0  # queries 0 and 1 predict the same mask
+    mask_pred[2, 3:, 3:] = 2.0
+    plain = instance_inference(mask_cls, mask_pred, num_classes=1, test_topk=3)
+    thinned = instance_inference(mask_cls, mask_pred, num_classes=1, test_topk=3, mask_nms_threshold=0.5)
+    assert plain["scores"].shape == (3,) and thinned["scores"].shape == (2,)
+    torch.testing.assert_close(thinned["scores"], plain["scores"][[0, 2]])
+    assert thinned["pred_masks"].shape == (2, 6, 6) and thinned["pred_boxes"].shape == (2, 4)

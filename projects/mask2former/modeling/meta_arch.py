@@ -8,7 +8,7 @@ any object with the same call convention) and turns predictions into
 detectron2 ``Instances`` at inference.
 """
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -50,6 +50,7 @@ class InstanceMask2Former(nn.Module):
         size_divisibility: int = 32,
         test_topk_per_image: int = 100,
         backbone_features: Sequence[str] = ("res2", "res3", "res4", "res5"),
+        test_mask_nms_threshold: Optional[float] = None,
     ):
         """
         Args:
@@ -65,6 +66,9 @@ class InstanceMask2Former(nn.Module):
                 a common size divisible by this; <= 0 uses the backbone's.
             test_topk_per_image: instances returned per image.
             backbone_features: backbone outputs handed to the pixel decoder.
+            test_mask_nms_threshold: None (Mask2Former's inference) or an IoU at which the
+                test-time instances are thinned by class-aware mask NMS -- a diagnostic of how
+                much AP a criterion owes to near-duplicate predictions.
         """
         super().__init__()
         self.backbone = backbone
@@ -85,6 +89,9 @@ class InstanceMask2Former(nn.Module):
             size_divisibility = backbone.size_divisibility
         self.size_divisibility = int(size_divisibility)
         self.test_topk_per_image = int(test_topk_per_image)
+        if test_mask_nms_threshold is not None and not 0 < test_mask_nms_threshold <= 1:
+            raise ValueError(f"test_mask_nms_threshold must be None or in (0, 1]; got {test_mask_nms_threshold}")
+        self.test_mask_nms_threshold = test_mask_nms_threshold
         self.register_buffer("pixel_mean", torch.tensor(list(pixel_mean), dtype=torch.float32).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(list(pixel_std), dtype=torch.float32).view(-1, 1, 1), False)
         if self.pixel_mean.shape != self.pixel_std.shape:
@@ -170,7 +177,8 @@ class InstanceMask2Former(nn.Module):
                 outputs["pred_masks"][i].float(), image_size, (height, width), padded_size=padded_size
             )
             found = instance_inference(
-                outputs["pred_logits"][i].float(), mask_logits, self.num_classes, self.test_topk_per_image
+                outputs["pred_logits"][i].float(), mask_logits, self.num_classes, self.test_topk_per_image,
+                self.test_mask_nms_threshold,
             )
             instances = Instances((height, width))
             instances.pred_masks = found["pred_masks"]

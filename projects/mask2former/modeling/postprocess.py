@@ -51,8 +51,34 @@ def resize_mask_logits(
     return logits.reshape(*leading, *logits.shape[-2:])
 
 
+def mask_nms(masks: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Class-aware Fast NMS on masks (YOLACT's matrix form, no loop over detections).
+
+    A detection is dropped when a higher-scoring detection of the same class overlaps its mask at
+    IoU > ``threshold`` -- whether or not that one is itself dropped, which makes it slightly more
+    aggressive than greedy NMS.
+
+    Args:
+        masks: (N, H, W) bool; scores: (N,); classes: (N,) long.
+    Returns:
+        (N,) bool, the detections kept.
+    """
+    if not 0 < threshold <= 1:
+        raise ValueError(f"mask NMS threshold must be in (0, 1]; got {threshold}")
+    flat = masks.flatten(1).float()
+    inter = flat @ flat.transpose(0, 1)
+    area = flat.sum(dim=1)
+    iou = inter / (area[:, None] + area[None, :] - inter).clamp(min=1.0)
+    order = torch.argsort(scores, descending=True, stable=True)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.numel(), device=order.device)
+    stronger = (rank[:, None] < rank[None, :]) & (classes[:, None] == classes[None, :])  # [i, j]: i beats j
+    return ~((iou * stronger).amax(dim=0) > threshold) if masks.shape[0] else masks.new_zeros(0, dtype=torch.bool)
+
+
 def instance_inference(
-    mask_cls: torch.Tensor, mask_pred: torch.Tensor, num_classes: int, test_topk: int = 100
+    mask_cls: torch.Tensor, mask_pred: torch.Tensor, num_classes: int, test_topk: int = 100,
+    mask_nms_threshold: Optional[float] = None,
 ) -> Dict[str, torch.Tensor]:
     """Top-k (query, class) pairs as instances.
 
@@ -61,8 +87,12 @@ def instance_inference(
         mask_pred: (Q, H, W) mask logits.
         num_classes: number of real classes.
         test_topk: number of instances kept (capped at Q * num_classes).
+        mask_nms_threshold: if given, the top-k are then thinned by class-aware mask NMS
+            (:func:`mask_nms`) at this IoU. Mask2Former uses none (``None``, the default); it is
+            a diagnostic of how much a model's AP owes to near-duplicate predictions.
 
-    Returns dict, N = min(test_topk, Q * num_classes), sorted by decreasing class probability:
+    Returns dict, N = min(test_topk, Q * num_classes) (fewer after NMS), sorted by decreasing
+    class probability:
         scores (N,): class prob x mean mask probability inside the binarised (logit > 0) mask,
         pred_classes (N,) long, pred_masks (N, H, W) bool, pred_boxes (N, 4) float xyxy.
     """
@@ -79,8 +109,12 @@ def instance_inference(
     pred_masks = kept_logits > 0
     binary = pred_masks.flatten(1).to(kept_logits.dtype)
     mask_scores = (kept_logits.sigmoid().flatten(1) * binary).sum(1) / (binary.sum(1) + 1e-6)
+    scores = top_probs * mask_scores
+    if mask_nms_threshold is not None:
+        keep = mask_nms(pred_masks, scores, pred_classes, mask_nms_threshold)
+        scores, pred_classes, pred_masks = scores[keep], pred_classes[keep], pred_masks[keep]
     return {
-        "scores": top_probs * mask_scores,
+        "scores": scores,
         "pred_classes": pred_classes,
         "pred_masks": pred_masks,
         "pred_boxes": masks_to_boxes_xyxy(pred_masks),
