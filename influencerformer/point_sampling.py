@@ -128,16 +128,20 @@ def shared_point_coords(mask_logits: Tensor, target_masks: Sequence[Tensor], num
     if not 0 <= importance_sample_ratio < 1:
         raise ValueError(f"importance_sample_ratio must be in [0, 1); got {importance_sample_ratio}")
     num_uncertain = int(importance_sample_ratio * num_points)
-    drawn = [instance_stratified_coords(m, num_points - num_uncertain, instance_share, return_weights=True)
+    drawn = [instance_stratified_coords(m, num_points - num_uncertain, instance_share, return_weights=return_weights)
              for m in target_masks]
-    coords = torch.stack([c for c, _ in drawn]).to(mask_logits.device)
-    weights = torch.stack([w for _, w in drawn]).to(mask_logits.device)
+    if return_weights:
+        drawn, stratified_weights = zip(*drawn)
+    coords = torch.stack(drawn).to(mask_logits.device)
     if num_uncertain > 0:
         closest_to_half = mask_logits.float().abs().amin(dim=1)  # (B, H, W)
         uncertain = uncertain_point_coords(closest_to_half, num_uncertain, oversample_ratio, 1.0)
         coords = torch.cat([uncertain, coords], dim=1)
-        weights = torch.cat([weights.new_ones(weights.shape[0], num_uncertain), weights], dim=1)
-    return (coords, weights) if return_weights else coords
+    if not return_weights:
+        return coords
+    weights = torch.stack(stratified_weights).to(mask_logits.device)
+    ones = weights.new_ones(weights.shape[0], num_uncertain)  # importance points weigh 1
+    return coords, torch.cat([ones, weights], dim=1)
 
 
 class _BilinearRowMix(torch.autograd.Function):

@@ -85,7 +85,7 @@ def summarise(rows: List[Dict[str, float]], bounds: Sequence[float], num_images:
         if not part:
             out[name] = None
             continue
-        out[name] = {key: sum(r[key] for r in part) / len(part) for key in STATISTICS if key in part[0]}
+        out[name] = {key: sum(r[key] for r in part) / len(part) for key in STATISTICS}
         out[name]["missed"] = sum(r["iou"] < 0.5 for r in part) / len(part)
         out[name]["instances"] = len(part)
         out[name]["max_area"] = max(r["area"] for r in part)

@@ -135,10 +135,11 @@ class InfluencerCriterion(SetCriterionBase):
         if preds.point_form:
             return list(preds.masks), [t["masks"] for t in targets]
         if "sampler" not in cache:  # the first call scores the final layer
-            coords, weights = shared_point_coords(preds.masks, [t["masks"] for t in targets], self.num_points,
-                                                  self.instance_point_share, self.importance_sample_ratio,
-                                                  self.oversample_ratio, return_weights=True)
-            cache["point_weights"] = list(weights) if self.density_weighted_points else None
+            sampled = shared_point_coords(preds.masks, [t["masks"] for t in targets], self.num_points,
+                                          self.instance_point_share, self.importance_sample_ratio,
+                                          self.oversample_ratio, return_weights=self.density_weighted_points)
+            coords = sampled[0] if self.density_weighted_points else sampled
+            cache["point_weights"] = list(sampled[1]) if self.density_weighted_points else None
             with torch.no_grad():
                 cache["sampler"] = SharedPointSampler(coords, *preds.masks.shape[-2:])
                 cache["point_targets"] = [

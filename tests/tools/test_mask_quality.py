@@ -37,7 +37,7 @@ def test_instance_rows_take_the_best_confident_query():
 
 
 def test_summary_splits_sizes_into_terciles_and_counts_misses():
-    rows = [{"area": a, "iou": i, "recall": 1.0, "precision": i}
+    rows = [{"area": a, "iou": i, "recall": 1.0, "precision": i, "on_other_instances": 0.0, "on_background": 1 - i}
             for a, i in [(0.01, 0.2), (0.02, 0.6), (0.03, 0.9), (0.1, 0.4), (0.2, 0.8), (0.3, 1.0)]]
     bounds = mask_quality.size_boundaries([r["area"] for r in rows])
     assert bounds == [0.03, 0.2]
@@ -45,6 +45,7 @@ def test_summary_splits_sizes_into_terciles_and_counts_misses():
     assert out["instances"] == 6 and out["confident_queries_per_image"] == 4.0
     assert out["small"]["instances"] == 3 and out["small"]["missed"] == pytest.approx(1 / 3)
     assert out["small"]["iou"] == pytest.approx((0.2 + 0.6 + 0.9) / 3)
+    assert out["small"]["on_background"] == pytest.approx((0.8 + 0.4 + 0.1) / 3)
     assert out["medium"]["instances"] == 2 and out["medium"]["missed"] == pytest.approx(0.5)
     assert out["large"]["instances"] == 1 and out["large"]["iou"] == pytest.approx(1.0)
     table = mask_quality.format_table({"seed0": out})

@@ -65,6 +65,8 @@ def mask_nms(masks: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, t
     """
     if not 0 < threshold <= 1:
         raise ValueError(f"mask NMS threshold must be in (0, 1]; got {threshold}")
+    if masks.shape[0] == 0:
+        return masks.new_zeros(0, dtype=torch.bool)
     flat = masks.flatten(1).float()
     inter = flat @ flat.transpose(0, 1)
     area = flat.sum(dim=1)
@@ -73,7 +75,7 @@ def mask_nms(masks: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, t
     rank = torch.empty_like(order)
     rank[order] = torch.arange(order.numel(), device=order.device)
     stronger = (rank[:, None] < rank[None, :]) & (classes[:, None] == classes[None, :])  # [i, j]: i beats j
-    return ~((iou * stronger).amax(dim=0) > threshold) if masks.shape[0] else masks.new_zeros(0, dtype=torch.bool)
+    return ~((iou * stronger).amax(dim=0) > threshold)
 
 
 def instance_inference(
