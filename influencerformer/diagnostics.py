@@ -32,6 +32,9 @@ def assignment_diagnostics(mask_logits: Sequence[Tensor], target_masks: Sequence
       query of no other instance;
     * ``multi_claim_share``: share of queries that claim more than one instance (cover more than
       ``claim_recall`` of each: "yes" on that share of its points);
+    * ``queries_in_use``: share of the Q queries that are the best query of some instance in
+      some image of the batch -- low when a few queries serve every image (one per class, say),
+      so that two instances of one class have to share a query;
     * ``owner_iou``: mean mask IoU of each instance's owner (matched or owning query) with it;
     * ``owner_change_rate`` (with ``previous_owners`` for the same images): share of instances
       whose owner differs from the previous logging step;
@@ -41,6 +44,7 @@ def assignment_diagnostics(mask_logits: Sequence[Tensor], target_masks: Sequence
       instances, lowers ``unique_best_share`` instead).
     """
     unique, num_inst, multi, num_queries, iou_sum, changed, compared, dups = 0, 0, 0, 0, 0.0, 0, 0, 0
+    in_use = torch.zeros(max((lg.shape[0] for lg in mask_logits), default=0), dtype=torch.bool)
     for b, (logits, masks, assign) in enumerate(zip(mask_logits, target_masks, assignments)):
         masks = (masks > 0.5).float()
         num_queries += logits.shape[0]
@@ -52,6 +56,7 @@ def assignment_diagnostics(mask_logits: Sequence[Tensor], target_masks: Sequence
         best = iou.argmax(dim=1)
         counts = torch.bincount(best, minlength=logits.shape[0])
         unique += int((counts[best] == 1).sum())
+        in_use[best.cpu()] = True
         recall = (masks @ (logits > 0).float().transpose(0, 1)) / masks.sum(1, keepdim=True).clamp(min=1)
         multi += int(((recall > claim_recall).sum(dim=0) > 1).sum())
         if objectness is not None:
@@ -64,7 +69,8 @@ def assignment_diagnostics(mask_logits: Sequence[Tensor], target_masks: Sequence
             compared += k
     out = {"unique_best_share": unique / num_inst if num_inst else float("nan"),
            "multi_claim_share": multi / num_queries if num_queries else float("nan"),
-           "owner_iou": iou_sum / num_inst if num_inst else float("nan")}
+           "owner_iou": iou_sum / num_inst if num_inst else float("nan"),
+           "queries_in_use": float(in_use.float().mean()) if num_inst else float("nan")}
     if objectness is not None:
         out["duplicate_share"] = dups / num_inst if num_inst else float("nan")
     if previous_owners is not None:

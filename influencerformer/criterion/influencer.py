@@ -47,6 +47,19 @@ def class_log_odds(class_logits: Tensor, labels: Tensor) -> Tensor:
     return (log_probs[:, labels] - log_probs[:, -1:]).transpose(0, 1)
 
 
+def class_probability(class_logits: Tensor, labels: Tensor) -> Tensor:
+    """(Q, C + 1) class logits, (K,) labels -> detached (K, Q) ``p_q(label_k)``.
+
+    Mask2Former's class matching cost (negated): bounded in [0, 1], so a query that says
+    "no object" is a worse candidate by at most the weight, where its log-odds
+    (:func:`class_log_odds`) can exclude it from the ownership by tens of units.
+    """
+    return torch.softmax(class_logits.detach().float(), dim=-1)[:, labels].transpose(0, 1)
+
+
+CLASS_EVIDENCE = {"log_odds": class_log_odds, "probability": class_probability}
+
+
 def query_objectness(class_logits: Tensor) -> Tensor:
     """(..., Q, C + 1) class logits -> detached (..., Q) ``1 - p_q(no object)``."""
     return 1.0 - torch.softmax(class_logits.detach().float(), dim=-1)[..., -1]
@@ -70,10 +83,12 @@ class InfluencerCriterion(SetCriterionBase):
     distribution (dustbin mass -> "no object"); with ``"original"``, hard owners
     (:func:`hard_owners`). Ownership is detached for these targets. ``class_ownership_weight > 0``
     lets the ownership also see the class evidence (:func:`class_log_odds`), as Mask2Former's
-    matching cost does, and ``ownership_mask_cost > 0`` its mask cost (BCE + dice);
-    ``objectness_exclusion`` scales each query's exclusion by its probability of being an object,
-    ``1 - p_q(no object)`` (detached), so queries that declare "no object" keep free masks as
-    Hungarian's unmatched queries do; ``density_weighted_points`` weighs each dense-input point by
+    matching cost does (``class_evidence``: ``"log_odds"`` or Mask2Former's bounded
+    ``"probability"``, :func:`class_probability`), and ``ownership_mask_cost > 0`` its mask cost
+    (BCE + dice); ``objectness_exclusion`` scales each query's exclusion by its probability of
+    being an object, ``1 - p_q(no object)`` (detached), so queries that declare "no object" are
+    not pushed off other instances, and ``objectness_background`` (with it) their background
+    term too, so their masks are free everywhere, as Hungarian's unmatched queries' are; ``density_weighted_points`` weighs each dense-input point by
     the inverse of its sampling density (importance-sampled points 1, as in Mask2Former), so the
     points drawn inside instances -- up to tens of times denser than the uniform ones inside a
     small instance -- stop tilting the means over all points (the owner's BCE and dice, the
@@ -91,7 +106,8 @@ class InfluencerCriterion(SetCriterionBase):
                  importance_sample_ratio: float = 0.0, oversample_ratio: float = 3.0,
                  ownership_spread_floor: Optional[float] = None, objectness_exclusion: bool = False,
                  ownership_mask_cost: float = 0.0, density_weighted_points: bool = False,
-                 leak_weight: float = 0.0):
+                 leak_weight: float = 0.0, class_evidence: str = "log_odds",
+                 objectness_background: bool = False):
         super().__init__(num_classes, weight_dict, eos_coef, num_points)
         if formulation not in FORMULATIONS:
             raise ValueError(f"formulation must be one of {FORMULATIONS}; got {formulation!r}")
@@ -104,7 +120,8 @@ class InfluencerCriterion(SetCriterionBase):
                                 dice_weight=dice_weight, detach_ownership=detach_ownership,
                                 claim_floor=claim_floor, anneal_ownership=anneal_ownership,
                                 bce_weight=bce_weight, ownership_spread_floor=ownership_spread_floor,
-                                ownership_mask_cost=ownership_mask_cost, leak_weight=leak_weight)
+                                ownership_mask_cost=ownership_mask_cost, leak_weight=leak_weight,
+                                objectness_background=objectness_background)
         self.instance_point_share = instance_point_share
         self.density_weighted_points = density_weighted_points
         if not 0 <= importance_sample_ratio < 1:
@@ -119,6 +136,9 @@ class InfluencerCriterion(SetCriterionBase):
             raise ValueError("class_ownership_weight needs formulation='exclusive' (the original "
                              f"formulation has no Sinkhorn ownership); got {formulation!r}")
         self.class_ownership_weight = class_ownership_weight
+        if class_evidence not in CLASS_EVIDENCE:
+            raise ValueError(f"class_evidence must be one of {tuple(CLASS_EVIDENCE)}; got {class_evidence!r}")
+        self.class_evidence = CLASS_EVIDENCE[class_evidence]
         if ownership_mask_cost < 0:
             raise ValueError(f"ownership_mask_cost must be >= 0; got {ownership_mask_cost}")
         if ownership_mask_cost > 0 and formulation != "exclusive":
@@ -127,6 +147,9 @@ class InfluencerCriterion(SetCriterionBase):
         if objectness_exclusion and formulation != "exclusive":
             raise ValueError("objectness_exclusion needs formulation='exclusive' (the original formulation "
                              f"has no exclusion); got {formulation!r}")
+        if objectness_background and not objectness_exclusion:
+            raise ValueError("objectness_background frees the masks of queries that say 'no object' on the "
+                             "background as well as on other instances: it needs objectness_exclusion=True")
         self.objectness_exclusion = objectness_exclusion
         self.last_stats: Dict[str, Tensor] = {}
 
@@ -155,7 +178,7 @@ class InfluencerCriterion(SetCriterionBase):
             cache["prepared"] = [prepare_influencer_targets(t, point_weights=w) for t, w in zip(point_targets, weights)]
         biases = [None] * len(targets)
         if self.class_ownership_weight > 0:
-            biases = [self.class_ownership_weight * class_log_odds(cls, t["labels"])
+            biases = [self.class_ownership_weight * self.class_evidence(cls, t["labels"])
                       for cls, t in zip(preds.logits, targets)]
         objectness = [None] * len(targets)
         if self.objectness_exclusion:

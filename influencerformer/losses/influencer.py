@@ -261,6 +261,7 @@ def mask_influencer_loss(
     leak_weight: float = 0.0,
     ownership_bias: Optional[Tensor] = None,
     query_objectness: Optional[Tensor] = None,
+    objectness_background: bool = False,
     point_weights: Optional[Tensor] = None,
     return_ownership: bool = False,
     targets: Optional[InfluencerTargets] = None,
@@ -329,6 +330,12 @@ def mask_influencer_loss(
             free, as an unmatched query's is in Hungarian's loss, and the pixel features are no
             longer pulled by the owner and pushed by every other query at once. Any positive
             weights leave the zero set, hence the minimum, as they are.
+        objectness_background: "exclusive" only, with ``query_objectness``: also scale each
+            query's background term by it. A query that declares "no object" then has a free mask
+            everywhere, not only on other instances -- as an unmatched query has in Hungarian's
+            loss -- instead of being pushed to "no" on the background on every step it owns
+            nothing; a spare query keeps a mask and can be recruited. Positive weights: same zero
+            set, same minimum.
         point_weights: (P,) positive weight of each point in every mean the loss takes (default
             all 1), e.g. the density correction of instance-stratified points
             (:func:`influencerformer.point_sampling.shared_point_coords`). Positive weights leave
@@ -348,6 +355,16 @@ def mask_influencer_loss(
         raise ValueError(f"ownership_mask_cost must be >= 0; got {ownership_mask_cost}")
     if leak_weight < 0:
         raise ValueError(f"leak_weight must be >= 0; got {leak_weight}")
+    num_queries = mask_logits.shape[0]
+    if query_objectness is not None:
+        if query_objectness.shape != (num_queries,):
+            raise ValueError(f"query_objectness must be (Q,) = ({num_queries},); "
+                             f"got {tuple(query_objectness.shape)}")
+        query_objectness = query_objectness.detach().to(mask_logits.dtype)
+    if objectness_background and (formulation != "exclusive" or query_objectness is None):
+        raise ValueError("objectness_background scales the exclusive formulation's background term by "
+                         f"query_objectness: needs both (formulation={formulation!r}, query_objectness "
+                         f"{'missing' if query_objectness is None else 'given'})")
     if targets is None:
         targets = prepare_influencer_targets(target_masks, mask_logits.dtype, point_weights)
     elif point_weights is not None:
@@ -355,7 +372,7 @@ def mask_influencer_loss(
     elif targets.weights.shape[1] != mask_logits.shape[1]:
         raise ValueError(f"prepared targets have {targets.weights.shape[1]} points, mask_logits {tuple(mask_logits.shape)}")
     weights = targets.weights.to(mask_logits.dtype)
-    num_inst, num_queries = targets.num_instances, mask_logits.shape[0]
+    num_inst = targets.num_instances
     zero = mask_logits.sum() * 0.0
 
     def full_rows(own: Tensor) -> Tensor:  # (K_kept, Q) -> (K, Q), zero rows for empty instances
@@ -384,7 +401,8 @@ def mask_influencer_loss(
     exclusive_mean = mean_softplus[first_excl:first_excl + num_inst]  # (K, Q) on k's own points
     # Summed over queries like the exclusion: each query's "no" on the background weighs as much
     # as its "no" on an instance it does not own (a mean over queries made it Q times weaker).
-    bg_term = mean_softplus[-2].sum()
+    bg_mean = mean_softplus[-2]  # (Q,)
+    bg_term = (bg_mean * query_objectness).sum() if objectness_background else bg_mean.sum()
     silence = -mean_softplus[-1]  # (Q,) log geometric mean of "no" over all points
     if num_inst == 0:
         out = {"loss": bg_weight * bg_term, "attractive": zero.detach(), "repulsive": zero.detach(),
@@ -457,10 +475,7 @@ def mask_influencer_loss(
         # unique minimum -- are those of "sum".
         weight = weight * own.amax(dim=1, keepdim=True)
     if query_objectness is not None:
-        if query_objectness.shape != (num_queries,):
-            raise ValueError(f"query_objectness must be (Q,) = ({num_queries},); "
-                             f"got {tuple(query_objectness.shape)}")
-        weight = weight * query_objectness.detach().to(weight.dtype)[None, :]
+        weight = weight * query_objectness[None, :]
     exclusion_term = (weight * exclusive_mean).sum(dim=1).mean()
     repulsive = profile_repulsion(claims, rep_margin) if num_inst > 1 else zero
     loss = (attr_weight * attractive + rep_weight * repulsive + bg_weight * bg_term
@@ -501,7 +516,7 @@ class MaskInfluencerLoss(nn.Module):
                  detach_ownership: bool = True, claim_floor: Optional[float] = None,
                  anneal_ownership: bool = False, bce_weight: float = 0.0,
                  ownership_spread_floor: Optional[float] = None, ownership_mask_cost: float = 0.0,
-                 leak_weight: float = 0.0):
+                 leak_weight: float = 0.0, objectness_background: bool = False):
         super().__init__()
         if formulation not in FORMULATIONS:
             raise ValueError(f"formulation must be one of {FORMULATIONS}; got {formulation!r}")
@@ -511,7 +526,8 @@ class MaskInfluencerLoss(nn.Module):
                            dice_weight=dice_weight, detach_ownership=detach_ownership,
                            claim_floor=claim_floor, anneal_ownership=anneal_ownership,
                            bce_weight=bce_weight, ownership_spread_floor=ownership_spread_floor,
-                           ownership_mask_cost=ownership_mask_cost, leak_weight=leak_weight)
+                           ownership_mask_cost=ownership_mask_cost, leak_weight=leak_weight,
+                           objectness_background=objectness_background)
 
     def forward(self, mask_logits: Tensor, target_masks: Tensor, return_ownership: bool = False,
                 ownership_bias: Optional[Tensor] = None,

@@ -45,6 +45,30 @@ def point_batch(gen, scores=True):
     return outputs, targets
 
 
+def test_probability_class_evidence_lets_the_mask_decide_against_a_silent_class():
+    """Query 0 covers the instance exactly but says "no object"; query 1 covers 7 of its 10 points
+    and says the label. Log-odds evidence (unbounded) hands the instance to query 1, as the
+    class head's past targets dictate; Mask2Former's bounded probability leaves it to the mask."""
+    from influencerformer.criterion.influencer import class_probability
+    masks = torch.zeros(1, 40, dtype=torch.bool)
+    masks[0, :10] = True
+    mask_logits = torch.full((3, 40), -6.0)
+    mask_logits[0, :10] = mask_logits[1, :7] = 6.0
+    logits = torch.zeros(3, C + 1)
+    logits[0, C] = 8.0
+    logits[1, 2] = 3.0
+    targets = [{"labels": torch.tensor([2]), "masks": masks}]
+    owner = {}
+    for evidence in ("log_odds", "probability"):
+        crit = InfluencerCriterion(C, I_WEIGHTS, class_ownership_weight=1.0, class_evidence=evidence,
+                                   anneal_ownership=True, sinkhorn_iters=40)
+        crit({"pred_logits": [logits], "pred_masks": [mask_logits]}, targets)
+        owner[evidence] = crit.last_assignments[0][0]
+    assert owner["log_odds"][1] > 0.9 and owner["probability"][0] > 0.9
+    prob = class_probability(logits, torch.tensor([2, 0]))
+    assert prob.shape == (2, 3) and torch.allclose(prob, logits.softmax(-1)[:, [2, 0]].T)
+
+
 @pytest.mark.parametrize("name", ["hungarian", "exclusive", "original"])
 def test_dense_call_convention_deep_supervision_and_gradients(name):
     gen = torch.Generator().manual_seed(0)
@@ -179,6 +203,8 @@ def test_class_evidence_decides_between_duplicate_masks():
     assert torch.allclose(odds[0], log_p[:, 2] - log_p[:, C]) and torch.allclose(odds[1], log_p[:, 0] - log_p[:, C])
     with pytest.raises(ValueError, match="class_ownership_weight"):
         InfluencerCriterion(C, I_WEIGHTS, class_ownership_weight=-1.0)
+    with pytest.raises(ValueError, match="class_evidence must be one of"):
+        InfluencerCriterion(C, I_WEIGHTS, class_ownership_weight=1.0, class_evidence="odds")
     with pytest.raises(ValueError, match="class_ownership_weight needs formulation='exclusive'"):
         InfluencerCriterion(C, I_WEIGHTS, formulation="original", class_ownership_weight=1.0)
 
@@ -284,6 +310,30 @@ def test_objectness_exclusion_reads_the_class_head():
     assert push[0.0] > 0 and push[8.0] < 0.05 * push[0.0]
     with pytest.raises(ValueError, match="objectness_exclusion needs formulation='exclusive'"):
         InfluencerCriterion(C, I_WEIGHTS, formulation="original", objectness_exclusion=True)
+
+
+def test_objectness_background_frees_a_no_object_query_on_the_background():
+    # Point form: query 2 owns nothing and is "yes" on a background blob. With objectness_background
+    # its push to "no" there shrinks as its "no object" logit grows; without it, it does not.
+    masks = torch.zeros(1, 20, dtype=torch.bool)
+    masks[0, :8] = True
+    z = torch.full((3, 20), -8.0)
+    z[0, :8], z[2, 14:18] = 8.0, 2.0
+    targets = [{"labels": torch.tensor([0]), "masks": masks}]
+    push = {}
+    for background in (False, True):
+        for no_object_logit in (0.0, 8.0):
+            logits = torch.zeros(3, C + 1)
+            logits[2, C] = no_object_logit
+            pred = {"pred_logits": [logits], "pred_masks": [z.clone().requires_grad_(True)]}
+            crit = InfluencerCriterion(C, I_WEIGHTS, objectness_exclusion=True, objectness_background=background,
+                                       anneal_ownership=True, sinkhorn_iters=40)
+            crit(pred, targets)["loss_influencer"].backward()
+            push[background, no_object_logit] = pred["pred_masks"][0].grad[2, 14:18].sum().item()
+    assert push[False, 8.0] == pytest.approx(push[False, 0.0]) and push[False, 0.0] > 0
+    assert push[True, 0.0] > 0 and push[True, 8.0] < 0.05 * push[True, 0.0]
+    with pytest.raises(ValueError, match="objectness_background .* needs objectness_exclusion=True"):
+        InfluencerCriterion(C, I_WEIGHTS, objectness_background=True)
 
 
 def test_ownership_mask_cost_reaches_the_ownership_of_the_criterion():

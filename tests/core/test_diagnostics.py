@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from influencerformer.diagnostics import assignment_diagnostics, owners, owners_of
@@ -8,11 +9,22 @@ def test_ideal_and_duplicate_statistics():
     masks, configs = query_configurations(3, 6)
     assign = torch.eye(3, 6)
     ideal = assignment_diagnostics([configs["ideal"]], [masks], [assign])
-    assert ideal == {"unique_best_share": 1.0, "multi_claim_share": 0.0, "owner_iou": 1.0}
+    assert ideal == {"unique_best_share": 1.0, "multi_claim_share": 0.0, "owner_iou": 1.0, "queries_in_use": 0.5}
     merged = assignment_diagnostics([configs["merge_two_instances"]], [masks], [assign])
     assert merged["multi_claim_share"] == 1 / 6  # query 0 claims instances 0 and 1
     assert merged["unique_best_share"] == 1 / 3  # instances 0 and 1 share their best query
     assert merged["owner_iou"] < 1.0
+    assert merged["queries_in_use"] == pytest.approx(2 / 6)
+
+
+def test_queries_in_use_is_the_union_over_images():
+    # the same three queries serve both images, or the second image's instances go to three others
+    masks, configs = query_configurations(3, 6)
+    shifted = configs["ideal"].roll(3, dims=0)  # queries 3..5 take the instances
+    assign = torch.eye(3, 6)
+    same = assignment_diagnostics([configs["ideal"]] * 2, [masks] * 2, [assign] * 2)
+    spread = assignment_diagnostics([configs["ideal"], shifted], [masks] * 2, [assign] * 2)
+    assert same["queries_in_use"] == 0.5 and spread["queries_in_use"] == 1.0
 
 
 def test_owner_change_rate():

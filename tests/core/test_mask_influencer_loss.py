@@ -516,11 +516,13 @@ def test_ownership_mask_cost_keeps_the_hungarian_assignment_of_a_clear_case():
     assert (costed.amax(dim=1) >= plain.amax(dim=1) - 1e-6).all()
 
 
+@pytest.mark.parametrize("background", [False, True], ids=["exclusion", "exclusion+background"])
 @pytest.mark.parametrize("num_inst,num_queries", SIZES)
-def test_objectness_weighted_exclusion_keeps_the_ideal_strictly_lowest(num_inst, num_queries):
+def test_objectness_weighted_exclusion_keeps_the_ideal_strictly_lowest(num_inst, num_queries, background):
     masks, configs = query_configurations(num_inst, num_queries)
     objectness = torch.rand(num_queries, generator=torch.Generator().manual_seed(num_queries)) * 0.9 + 0.1
-    loss = {name: mask_influencer_loss(z, masks, query_objectness=objectness)["loss"].item()
+    loss = {name: mask_influencer_loss(z, masks, query_objectness=objectness,
+                                       objectness_background=background)["loss"].item()
             for name, z in configs.items()}
     for name in configs:
         if name != "ideal":
@@ -547,6 +549,30 @@ def test_objectness_weighted_exclusion_frees_queries_that_say_no_object():
     torch.testing.assert_close(grads[0.01][0], grads[1.0][0])
     with pytest.raises(ValueError, match=r"query_objectness must be \(Q,\) = \(4,\)"):
         mask_influencer_loss(z, masks, query_objectness=torch.ones(3))
+
+
+def test_objectness_background_frees_a_spare_querys_mask_on_the_background():
+    # Query 3 owns nothing and is "yes" on a background blob. Its background push scales with its
+    # objectness only with objectness_background; every other query's gradient is unchanged.
+    masks = torch.zeros(2, 20)
+    masks[0, :8] = masks[1, 8:14] = 1
+    z = torch.full((4, 20), -8.0)
+    z[0, :8] = z[1, 8:14] = 8.0
+    z[3, 16:20] = 2.0
+    objectness = torch.tensor([1.0, 1.0, 1.0, 0.01])
+    grads = {}
+    for background in (False, True):
+        zz = z.clone().requires_grad_(True)
+        mask_influencer_loss(zz, masks, query_objectness=objectness, objectness_background=background,
+                             anneal_ownership=True, sinkhorn_iters=40)["loss"].backward()
+        grads[background] = zz.grad.clone()
+    assert grads[False][3, 16:20].sum() > 0.1  # pushed to "no" on the background ...
+    torch.testing.assert_close(grads[True][3, 16:20], 0.01 * grads[False][3, 16:20])  # ... by its objectness
+    torch.testing.assert_close(grads[True][:3], grads[False][:3])
+    with pytest.raises(ValueError, match="objectness_background .* query_objectness missing"):
+        mask_influencer_loss(z, masks, objectness_background=True)
+    with pytest.raises(ValueError, match="objectness_background .*formulation='original'"):
+        mask_influencer_loss(z, masks, formulation="original", query_objectness=objectness, objectness_background=True)
 
 
 def _overlapping_case(seed: int):
