@@ -11,7 +11,10 @@ common grid (at most 256 px). Instances are split into size terciles by area (th
 for every run); the table reports the means per tercile and the share of instances that no
 confident query covers at IoU >= 0.5 (missed), plus the confident queries per image. The best
 query's area outside its instance (1 - precision) is split into the part on *other* instances
-(a merge) and the part on the background (a bloated or misplaced mask).
+(a merge) and the part on the background (a bloated or misplaced mask); "shared" is the share of
+instances whose best query is also the best query of another instance of the image (merges), and
+"queries in use" the share of the model's queries that are the best query of some instance of
+some probe image (a model that serves every image with one query per class uses few).
 
 Each RUN_DIR needs ``config.yaml`` (written by ``tools/train_net.py``) and a checkpoint
 (``--checkpoint``, default ``model_final.pth``). Needs detectron2.
@@ -31,13 +34,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tools.provenance import machine_info, write_json  # noqa: E402
 
 SIZES = ("small", "medium", "large")
-STATISTICS = ("iou", "recall", "precision", "on_other_instances", "on_background")
+STATISTICS = ("iou", "recall", "precision", "on_other_instances", "on_background", "shared")
 
 
 def instance_rows(logits: Sequence[torch.Tensor], gts: Sequence[torch.Tensor], objectness: torch.Tensor,
                   confident: float) -> List[Dict[str, float]]:
-    """Per GT instance: area share, and IoU / recall / precision of its best confident query, with
-    the shares of that query's area on other instances and on the background.
+    """Per GT instance: area share, and IoU / recall / precision of its best confident query (its
+    index: ``query``, -1 when no confident query overlaps the instance), the shares of that query's
+    area on other instances and on the background, and whether it is the best query of another
+    instance of the image too (``shared``, 0 or 1).
 
     Args:
         logits: per image (Q, P) mask logits; gts: per image (K, P) binary GT on the same points.
@@ -56,6 +61,10 @@ def instance_rows(logits: Sequence[torch.Tensor], gts: Sequence[torch.Tensor], o
         iou = inter / (area_gt[:, None] + area_pred[None, :] - inter).clamp(min=1.0)
         iou = torch.where((obj > confident)[None, :], iou, torch.zeros_like(iou))
         best = iou.argmax(dim=1)
+        found = iou.gather(1, best[:, None])[:, 0] > 0
+        best_of_found = torch.where(found, best, torch.full_like(best, -1))
+        # an instance shares its best query when another instance of the image has the same one
+        shared = ((best_of_found[:, None] == best_of_found[None, :]) & found[:, None]).sum(dim=1) > 1
         best_inter = inter.gather(1, best[:, None])[:, 0]
         best_area = area_pred[best].clamp(min=1.0)
         others = ((gt.sum(dim=0, keepdim=True) - gt) > 0).float()  # (K, P): points of other instances
@@ -65,7 +74,8 @@ def instance_rows(logits: Sequence[torch.Tensor], gts: Sequence[torch.Tensor], o
             rows.append({"area": float(area_gt[k] / gt.shape[1]), "iou": float(iou[k, best[k]]),
                          "recall": float(best_inter[k] / area_gt[k].clamp(min=1.0)),
                          "precision": float(best_inter[k] / best_area[k]),
-                         "on_other_instances": float(on_others[k]), "on_background": float(on_background[k])})
+                         "on_other_instances": float(on_others[k]), "on_background": float(on_background[k]),
+                         "shared": float(shared[k]), "query": int(best_of_found[k])})
     return rows
 
 
@@ -78,8 +88,9 @@ def size_boundaries(areas: Sequence[float]) -> List[float]:
 
 
 def summarise(rows: List[Dict[str, float]], bounds: Sequence[float], num_images: int,
-              num_confident: int) -> Dict:
-    out = {"instances": len(rows), "confident_queries_per_image": num_confident / max(num_images, 1)}
+              num_confident: int, num_queries: int) -> Dict:
+    out = {"instances": len(rows), "confident_queries_per_image": num_confident / max(num_images, 1),
+           "queries_in_use": len({r["query"] for r in rows if r["query"] >= 0}) / num_queries}
     for name, (low, high) in zip(SIZES, [(-1.0, bounds[0]), (bounds[0], bounds[1]), (bounds[1], 2.0)]):
         part = [r for r in rows if low < r["area"] <= high]  # areas are shares in [0, 1]
         if not part:
@@ -107,7 +118,7 @@ def run_rows(run_dir: Path, checkpoint: str, inputs: List[Dict], confident: floa
         raise FileNotFoundError(f"{weights}: no checkpoint (--checkpoint names the file inside RUN_DIR)")
     DetectionCheckpointer(model).load(str(weights))
     model.eval()
-    rows, num_confident = [], 0
+    rows, num_confident, num_queries = [], 0, 0
     for start in range(0, len(inputs), batch):
         chunk = inputs[start:start + batch]
         images = model.preprocess_image(chunk)
@@ -116,24 +127,26 @@ def run_rows(run_dir: Path, checkpoint: str, inputs: List[Dict], confident: floa
         logits, gts = probe_point_masks(outputs["pred_masks"], targets)
         objectness = query_objectness(outputs["pred_logits"])
         num_confident += int((objectness > confident).sum())
+        num_queries = objectness.shape[1]
         rows += instance_rows(logits, gts, objectness, confident)
-    return rows, num_confident
+    return rows, num_confident, num_queries
 
 
 def format_table(results: Dict[str, Dict]) -> str:
     lines = ["| run | size | instances | IoU | recall | precision | area on other instances | area on background "
-             "| missed (IoU < 0.5) | confident queries / image |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| shared best query | missed (IoU < 0.5) | confident queries / image | queries in use |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, res in results.items():
         for size in SIZES:
             s = res[size]
             if s is None:
                 continue
-            # measurements written before the split have no on_* keys
-            split = [f"{s[key]:.3f}" if key in s else "-" for key in ("on_other_instances", "on_background")]
+            # measurements written before the split / the query counts lack these keys
+            split = [f"{s[key]:.3f}" if key in s else "-" for key in ("on_other_instances", "on_background", "shared")]
+            in_use = f"{res['queries_in_use']:.2f}" if "queries_in_use" in res else "-"
             lines.append(f"| {name} | {size} (area <= {s['max_area']:.3f}) | {s['instances']} | {s['iou']:.3f} | "
-                         f"{s['recall']:.3f} | {s['precision']:.3f} | {split[0]} | {split[1]} | {s['missed']:.2f} | "
-                         f"{res['confident_queries_per_image']:.1f} |")
+                         f"{s['recall']:.3f} | {s['precision']:.3f} | {split[0]} | {split[1]} | {split[2]} | "
+                         f"{s['missed']:.2f} | {res['confident_queries_per_image']:.1f} | {in_use} |")
     return "\n".join(lines)
 
 
@@ -165,7 +178,8 @@ def main(argv=None) -> Dict:
     inputs = unaugmented_inputs(first, args.images, first.dataloader.test.dataset.names)
     per_run = {str(run): run_rows(run, args.checkpoint, inputs, args.confident, args.batch) for run in args.runs}
     bounds = size_boundaries([r["area"] for r in next(iter(per_run.values()))[0]])
-    results = {name: summarise(rows, bounds, len(inputs), confident) for name, (rows, confident) in per_run.items()}
+    results = {name: summarise(rows, bounds, len(inputs), confident, queries)
+               for name, (rows, confident, queries) in per_run.items()}
     print(format_table({Path(k).name: v for k, v in results.items()}))
     report = {"command": " ".join(["mask_quality.py"] + (argv if argv is not None else sys.argv[1:])),
               "images": len(inputs), "confident": args.confident, "size_boundaries": bounds,

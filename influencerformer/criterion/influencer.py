@@ -7,7 +7,8 @@ import torch
 from torch import Tensor
 
 from influencerformer.criterion.base import LayerPredictions, SetCriterionBase
-from influencerformer.losses.influencer import FORMULATIONS, mask_influencer_loss, prepare_influencer_targets
+from influencerformer.losses.influencer import (FORMULATIONS, mask_influencer_loss, prepare_influencer_targets,
+                                               query_usage_bias, resolve_temperature)
 from influencerformer.point_sampling import SharedPointSampler, point_sample, shared_point_coords
 
 
@@ -92,7 +93,11 @@ class InfluencerCriterion(SetCriterionBase):
     the inverse of its sampling density (importance-sampled points 1, as in Mask2Former), so the
     points drawn inside instances -- up to tens of times denser than the uniform ones inside a
     small instance -- stop tilting the means over all points (the owner's BCE and dice, the
-    silence) towards "yes" around small instances; ``bce_weight``, ``leak_weight`` and the other
+    silence) towards "yes" around small instances; ``query_balance > 0`` biases every image's
+    ownership towards the queries the batch uses least (:func:`query_usage_bias`, from the final
+    layer's plans), so near-tied queries are not decided the same way in every image -- without
+    it a trained model serves every image with about as many queries as an image has
+    instances; ``bce_weight``, ``leak_weight`` and the other
     loss keywords go to the core loss.
     """
 
@@ -107,7 +112,7 @@ class InfluencerCriterion(SetCriterionBase):
                  ownership_spread_floor: Optional[float] = None, objectness_exclusion: bool = False,
                  ownership_mask_cost: float = 0.0, density_weighted_points: bool = False,
                  leak_weight: float = 0.0, class_evidence: str = "log_odds",
-                 objectness_background: bool = False):
+                 objectness_background: bool = False, query_balance: float = 0.0):
         super().__init__(num_classes, weight_dict, eos_coef, num_points)
         if formulation not in FORMULATIONS:
             raise ValueError(f"formulation must be one of {FORMULATIONS}; got {formulation!r}")
@@ -151,6 +156,12 @@ class InfluencerCriterion(SetCriterionBase):
             raise ValueError("objectness_background frees the masks of queries that say 'no object' on the "
                              "background as well as on other instances: it needs objectness_exclusion=True")
         self.objectness_exclusion = objectness_exclusion
+        if query_balance < 0:
+            raise ValueError(f"query_balance must be >= 0; got {query_balance}")
+        if query_balance > 0 and formulation != "exclusive":
+            raise ValueError("query_balance needs formulation='exclusive' (it biases the Sinkhorn ownership); "
+                             f"got {formulation!r}")
+        self.query_balance = query_balance
         self.last_stats: Dict[str, Tensor] = {}
 
     def _points(self, preds: LayerPredictions, targets, cache: dict) -> Tuple[List[Tensor], List[Tensor]]:
@@ -180,6 +191,17 @@ class InfluencerCriterion(SetCriterionBase):
         if self.class_ownership_weight > 0:
             biases = [self.class_ownership_weight * self.class_evidence(cls, t["labels"])
                       for cls, t in zip(preds.logits, targets)]
+        if self.query_balance > 0:
+            if "usage_bias" not in cache:  # from the first (final) layer's plans, for every layer
+                with torch.no_grad():
+                    plans = [mask_influencer_loss(lg.detach(), tgt, return_ownership=True, targets=prep,
+                                                  ownership_bias=bias, **self.loss_kwargs)["ownership"]
+                             for lg, tgt, prep, bias in zip(point_logits, point_targets, cache["prepared"], biases)]
+                temperature = resolve_temperature(self.formulation, self.loss_kwargs["temperature"])
+                cache["usage_bias"] = query_usage_bias(plans, temperature, self.query_balance)
+            usage = cache["usage_bias"]
+            biases = [usage.to(tgt.device).expand(tgt.shape[0], -1) if bias is None else bias + usage.to(bias.device)
+                      for bias, tgt in zip(biases, point_targets)]
         objectness = [None] * len(targets)
         if self.objectness_exclusion:
             objectness = [query_objectness(cls) for cls in preds.logits]

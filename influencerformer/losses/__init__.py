@@ -8,6 +8,8 @@ from influencerformer.losses.influencer import (
     mask_influencer_loss,
     prepare_influencer_targets,
     profile_repulsion,
+    query_usage_bias,
+    resolve_temperature,
     sinkhorn_ownership,
 )
 from influencerformer.losses.mask import (
@@ -19,6 +21,6 @@ from influencerformer.losses.mask import (
 
 __all__ = [
     "FORMULATIONS", "InfluencerTargets", "prepare_influencer_targets", "MaskInfluencerLoss", "claim_scores", "mask_influencer_loss", "profile_repulsion",
-    "sinkhorn_ownership", "CondensationInfluencerLoss", "condensation_influencer_loss", "dice_loss",
+    "query_usage_bias", "resolve_temperature", "sinkhorn_ownership", "CondensationInfluencerLoss", "condensation_influencer_loss", "dice_loss",
     "pairwise_dice_cost", "pairwise_sigmoid_ce_cost", "sigmoid_ce_loss",
 ]

@@ -15,7 +15,7 @@ Two formulations share the claim scores and the repulsion:
 from __future__ import annotations
 
 import math
-from typing import Dict, NamedTuple, Optional
+from typing import Dict, NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -140,6 +140,44 @@ def sinkhorn_ownership(claims: Tensor, dustbin: Tensor, temperature: float, num_
         g = eps * (log_col - torch.logsumexp((scores + f[:, None]) / eps, dim=0))
         f = eps * (log_row - torch.logsumexp((scores + g[None, :]) / eps, dim=1))
     return (scores + f[:, None] + g[None, :]) / temperature
+
+
+def resolve_temperature(formulation: str, temperature: Optional[float]) -> float:
+    """The soft-selection temperature: ``temperature``, or the formulation's default (1.0 for
+    "original", 0.2 for "exclusive")."""
+    if temperature is not None:
+        return temperature
+    return 1.0 if formulation == "original" else 0.2
+
+
+def query_usage_bias(ownerships: Sequence[Tensor], temperature: float, strength: float = 1.0,
+                     floor: float = 0.1) -> Tensor:
+    """Batch-level balancing of query usage, as a (Q,) score bias for the ownership.
+
+    ``ownerships`` are the per-image (K_b, Q) plans of one batch. A query's usage is its instance
+    mass summed over the batch, ``u_q = sum_b sum_k own_b[k, q]``; the bias is one Sinkhorn step
+    towards equal usage (SwAV's equipartition) in score units,
+    ``-strength * T * log((u_q + floor * mean u) / ((1 + floor) * mean u))``: over-used queries
+    lose, unused ones gain at most ``strength * T * log(1 / floor + 1)``. That only decides
+    between near-tied candidates -- the symmetric start, where otherwise the same few queries win
+    in every image and the rest are silenced for good -- and never hands an instance to a query
+    whose claim is far behind. Added to ``ownership_bias`` (detached, never to the loss terms):
+    same minimum.
+
+    Returns zeros when the batch has no instances.
+    """
+    if not ownerships:
+        raise ValueError("query_usage_bias needs the ownership of at least one image")
+    num_queries = ownerships[0].shape[1]
+    if any(own.dim() != 2 or own.shape[1] != num_queries for own in ownerships):
+        raise ValueError(f"ownerships must all be (K_b, Q) with one Q; got {[tuple(o.shape) for o in ownerships]}")
+    if strength < 0 or floor <= 0:
+        raise ValueError(f"strength must be >= 0 and floor > 0; got strength={strength}, floor={floor}")
+    usage = torch.stack([own.detach().float().sum(dim=0) for own in ownerships]).sum(dim=0)  # (Q,)
+    mean = usage.mean()
+    if mean <= 0:
+        return torch.zeros_like(usage)
+    return -strength * temperature * torch.log((usage + floor * mean) / ((1.0 + floor) * mean))
 
 
 def profile_repulsion(claims: Tensor, margin: float) -> Tensor:
@@ -348,8 +386,7 @@ def mask_influencer_loss(
         dict with ``loss`` (differentiable) and detached ``attractive``, ``repulsive``,
         ``background`` (and ``exclusion`` for "exclusive").
     """
-    if temperature is None:
-        temperature = 1.0 if formulation == "original" else 0.2
+    temperature = resolve_temperature(formulation, temperature)
     _validate(mask_logits, target_masks, formulation, temperature, exclusion)
     if ownership_mask_cost < 0:
         raise ValueError(f"ownership_mask_cost must be >= 0; got {ownership_mask_cost}")

@@ -389,3 +389,46 @@ def test_density_weighted_points_make_the_owner_bce_a_per_pixel_mean():
         estimate[weighted] = sum(values) / len(values)
     assert estimate[True] == pytest.approx(per_pixel, rel=0.05)
     assert estimate[False] < 0.75 * per_pixel
+
+
+def _shared_offset_batch(offset: float, num_images: int = 8, num_queries: int = 20):
+    """A batch of 3-instance images whose mask logits are the same per query in every image up to
+    noise, query q ahead of the others by ``offset * q / (Q - 1)``: the near-symmetric start."""
+    gen = torch.Generator().manual_seed(0)
+    masks = torch.zeros(num_images, 3, 16, 16, dtype=torch.bool)
+    for b in range(num_images):
+        for k in range(3):
+            masks[b, k, :, k * 5 + b % 2:k * 5 + b % 2 + 4] = True
+    targets = [{"labels": torch.tensor([0, 1, 2]), "masks": masks[b]} for b in range(num_images)]
+    logits = torch.linspace(0, offset, num_queries)[None, :, None, None] + 0.02 * torch.randn(
+        num_images, num_queries, 16, 16, generator=gen)
+    return targets, logits
+
+
+def test_query_balance_spreads_ownership_over_queries_but_keeps_clear_owners():
+    targets, logits = _shared_offset_batch(1.0)
+    usage = {}
+    for balance in (0.0, 1.0):
+        torch.manual_seed(0)
+        crit = InfluencerCriterion(C, I_WEIGHTS, query_balance=balance, anneal_ownership=True, sinkhorn_iters=40,
+                                   num_points=256)
+        crit({"pred_logits": torch.zeros(8, 20, C + 1), "pred_masks": logits}, targets)
+        usage[balance] = torch.stack(crit.last_assignments).sum(dim=(0, 1))  # (Q,)
+    top5 = {b: float(u.topk(5).values.sum() / u.sum()) for b, u in usage.items()}
+    assert top5[0.0] > 0.55 and top5[1.0] < 0.45  # the leading queries no longer take every image
+    # clear claims: every image's instances have exact queries (different ones per image); the
+    # balancing leaves them the owners
+    clear = torch.full((8, 20, 16, 16), -8.0)
+    for b, t in enumerate(targets):
+        for k in range(3):
+            clear[b, (3 * b + k) % 20][t["masks"][k]] = 8.0
+    for balance in (0.0, 1.0):
+        crit = InfluencerCriterion(C, I_WEIGHTS, query_balance=balance, anneal_ownership=True, sinkhorn_iters=40,
+                                   num_points=256)
+        crit({"pred_logits": torch.zeros(8, 20, C + 1), "pred_masks": clear}, targets)
+        owners = torch.stack([a.argmax(dim=1) for a in crit.last_assignments])
+        assert owners.tolist() == [[(3 * b + k) % 20 for k in range(3)] for b in range(8)]
+    with pytest.raises(ValueError, match="query_balance must be >= 0"):
+        InfluencerCriterion(C, I_WEIGHTS, query_balance=-1.0)
+    with pytest.raises(ValueError, match="query_balance needs formulation='exclusive'"):
+        InfluencerCriterion(C, I_WEIGHTS, formulation="original", query_balance=1.0)

@@ -676,3 +676,24 @@ def test_owner_leakage_keeps_the_ideal_strictly_lowest_and_is_checked():
                 assert loss[name] > loss["ideal"] + 1e-3, (num_inst, num_queries, name, loss)
     with pytest.raises(ValueError, match="leak_weight must be >= 0"):
         mask_influencer_loss(torch.zeros(2, 5), torch.ones(1, 5), leak_weight=-1.0)
+
+
+def test_query_usage_bias_is_one_equipartition_step_in_score_units():
+    from influencerformer.losses import query_usage_bias
+    even = [torch.full((2, 4), 0.25), torch.full((2, 4), 0.25)]
+    torch.testing.assert_close(query_usage_bias(even, 0.2), torch.zeros(4))
+    # query 0 owns everything, query 3 nothing
+    skewed = [torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]]), torch.tensor([[1.0, 0.0, 0.0, 0.0]])]
+    bias = query_usage_bias(skewed, 0.2, strength=2.0, floor=0.1)
+    assert bias[0] < bias[1] < 0 < bias[2] and bias[2] == bias[3]
+    assert bias[3].item() == pytest.approx(2.0 * 0.2 * math.log(1.1 / 0.1))  # the largest boost
+    # a plan reweighted by exp(bias / T) uses the queries more evenly
+    usage = torch.tensor([2.0, 1.0, 0.0, 0.0]) + 0.1
+    assert (usage * torch.exp(bias / 0.4)).std() < usage.std()
+    torch.testing.assert_close(query_usage_bias([torch.zeros(0, 4)], 0.2), torch.zeros(4))
+    with pytest.raises(ValueError, match="one Q"):
+        query_usage_bias([torch.zeros(1, 4), torch.zeros(1, 5)], 0.2)
+    with pytest.raises(ValueError, match="strength must be >= 0"):
+        query_usage_bias(even, 0.2, strength=-1.0)
+    with pytest.raises(ValueError, match="at least one image"):
+        query_usage_bias([], 0.2)

@@ -45,7 +45,7 @@ def test_page_from_artefacts(tmp_path):
     assert "| exclusive | detach_ownership=True | 100 | 0 | 0.500 |" in page
     assert page.count("(target ≤ 0.5: met)") == 2  # share 0.25/3.85 vs 1/4.6, one per measurement
     assert "2 measurements of the same comparison" in page
-    assert "| hungarian_seed0 | medium (area <= 0.020) | 4 | 0.500 | 0.750 | 0.625 | - | - | 0.25 | 2.5 |" in page
+    assert "| hungarian_seed0 | medium (area <= 0.020) | 4 | 0.500 | 0.750 | 0.625 | - | - | - | 0.25 | 2.5 | - |" in page
     assert "| hungarian_seed0 | large" not in page  # no instances in that tercile
     for name in ("ap_vs_iteration", "assignment_diagnostics"):
         assert (tmp_path / "docs" / "results" / "ab" / f"{name}.png").is_file()
