@@ -140,6 +140,11 @@ def test_config_keys_reach_the_core():
     assert criterion(objectness_exclusion=True).core.objectness_exclusion is True
     assert criterion(ownership_mask_cost=5.0).core.loss_kwargs["ownership_mask_cost"] == 5.0
     assert criterion(leak_weight=1.0).core.loss_kwargs["leak_weight"] == 1.0
+    assert criterion(query_balance=1.0).core.query_balance == 1.0
+    both = criterion(objectness_exclusion=True, objectness_background=True).core
+    assert both.loss_kwargs["objectness_background"] is True and both.objectness_exclusion is True
+    from influencerformer.criterion.influencer import class_probability
+    assert criterion(class_ownership_weight=1.0, class_evidence="probability").core.class_evidence is class_probability
 
 
 def test_iter_matcher_and_query_masks_do_not_change_the_loss():
