@@ -97,7 +97,8 @@ class InfluencerCriterion(SetCriterionBase):
     ownership towards the queries the batch uses least (:func:`query_usage_bias`, from the final
     layer's plans), so near-tied queries are not decided the same way in every image -- without
     it a trained model serves every image with about as many queries as an image has
-    instances; ``bce_weight``, ``leak_weight`` and the other
+    instances; ``free_non_owners`` leaves the masks of queries the plan puts in the dustbin
+    free, as Hungarian leaves unmatched queries' (see the core loss); ``bce_weight``, ``leak_weight`` and the other
     loss keywords go to the core loss.
     """
 
@@ -112,7 +113,8 @@ class InfluencerCriterion(SetCriterionBase):
                  ownership_spread_floor: Optional[float] = None, objectness_exclusion: bool = False,
                  ownership_mask_cost: float = 0.0, density_weighted_points: bool = False,
                  leak_weight: float = 0.0, class_evidence: str = "log_odds",
-                 objectness_background: bool = False, query_balance: float = 0.0):
+                 objectness_background: bool = False, query_balance: float = 0.0,
+                 free_non_owners: bool = False):
         super().__init__(num_classes, weight_dict, eos_coef, num_points)
         if formulation not in FORMULATIONS:
             raise ValueError(f"formulation must be one of {FORMULATIONS}; got {formulation!r}")
@@ -126,7 +128,7 @@ class InfluencerCriterion(SetCriterionBase):
                                 claim_floor=claim_floor, anneal_ownership=anneal_ownership,
                                 bce_weight=bce_weight, ownership_spread_floor=ownership_spread_floor,
                                 ownership_mask_cost=ownership_mask_cost, leak_weight=leak_weight,
-                                objectness_background=objectness_background)
+                                objectness_background=objectness_background, free_non_owners=free_non_owners)
         self.instance_point_share = instance_point_share
         self.density_weighted_points = density_weighted_points
         if not 0 <= importance_sample_ratio < 1:

@@ -300,6 +300,7 @@ def mask_influencer_loss(
     ownership_bias: Optional[Tensor] = None,
     query_objectness: Optional[Tensor] = None,
     objectness_background: bool = False,
+    free_non_owners: bool = False,
     point_weights: Optional[Tensor] = None,
     return_ownership: bool = False,
     targets: Optional[InfluencerTargets] = None,
@@ -374,6 +375,14 @@ def mask_influencer_loss(
             loss -- instead of being pushed to "no" on the background on every step it owns
             nothing; a spare query keeps a mask and can be recruited. Positive weights: same zero
             set, same minimum.
+        free_non_owners: "exclusive" only; scale each query's exclusion and background terms by
+            its instance ownership ``sum_k own[k, q]`` (detached): a query the plan leaves in the
+            dustbin has a free mask, as an unmatched query has in Hungarian's loss, from the first
+            step (where ``objectness_background`` waits for the class head). This gives up the
+            mask-space uniqueness of the minimum: a non-owner that does not cover an instance
+            completely (so its ownership is 0) may say "yes" anywhere at no cost; the ownership,
+            hence the class targets, are still one-to-one at the minimum -- Hungarian's notion of
+            a unique set prediction. A perfect duplicate still costs (it takes half the ownership).
         point_weights: (P,) positive weight of each point in every mean the loss takes (default
             all 1), e.g. the density correction of instance-stratified points
             (:func:`influencerformer.point_sampling.shared_point_coords`). Positive weights leave
@@ -398,6 +407,8 @@ def mask_influencer_loss(
             raise ValueError(f"query_objectness must be (Q,) = ({num_queries},); "
                              f"got {tuple(query_objectness.shape)}")
         query_objectness = query_objectness.detach().to(mask_logits.dtype)
+    if free_non_owners and formulation != "exclusive":
+        raise ValueError(f"free_non_owners needs formulation='exclusive'; got {formulation!r}")
     if objectness_background and (formulation != "exclusive" or query_objectness is None):
         raise ValueError("objectness_background scales the exclusive formulation's background term by "
                          f"query_objectness: needs both (formulation={formulation!r}, query_objectness "
@@ -439,7 +450,10 @@ def mask_influencer_loss(
     # Summed over queries like the exclusion: each query's "no" on the background weighs as much
     # as its "no" on an instance it does not own (a mean over queries made it Q times weaker).
     bg_mean = mean_softplus[-2]  # (Q,)
-    bg_term = (bg_mean * query_objectness).sum() if objectness_background else bg_mean.sum()
+    if objectness_background:
+        bg_mean = bg_mean * query_objectness
+    # with free_non_owners and no instance every query is in the dustbin: no background term
+    bg_term = zero if free_non_owners and num_inst == 0 else bg_mean.sum()
     silence = -mean_softplus[-1]  # (Q,) log geometric mean of "no" over all points
     if num_inst == 0:
         out = {"loss": bg_weight * bg_term, "attractive": zero.detach(), "repulsive": zero.detach(),
@@ -513,6 +527,10 @@ def mask_influencer_loss(
         weight = weight * own.amax(dim=1, keepdim=True)
     if query_objectness is not None:
         weight = weight * query_objectness[None, :]
+    if free_non_owners:
+        owned_mass = own.detach().sum(dim=0).clamp(max=1.0)  # (Q,), 0 for a dustbin query
+        weight = weight * owned_mass[None, :]
+        bg_term = (bg_mean * owned_mass).sum()
     exclusion_term = (weight * exclusive_mean).sum(dim=1).mean()
     repulsive = profile_repulsion(claims, rep_margin) if num_inst > 1 else zero
     loss = (attr_weight * attractive + rep_weight * repulsive + bg_weight * bg_term
@@ -553,7 +571,8 @@ class MaskInfluencerLoss(nn.Module):
                  detach_ownership: bool = True, claim_floor: Optional[float] = None,
                  anneal_ownership: bool = False, bce_weight: float = 0.0,
                  ownership_spread_floor: Optional[float] = None, ownership_mask_cost: float = 0.0,
-                 leak_weight: float = 0.0, objectness_background: bool = False):
+                 leak_weight: float = 0.0, objectness_background: bool = False,
+                 free_non_owners: bool = False):
         super().__init__()
         if formulation not in FORMULATIONS:
             raise ValueError(f"formulation must be one of {FORMULATIONS}; got {formulation!r}")
@@ -564,7 +583,7 @@ class MaskInfluencerLoss(nn.Module):
                            claim_floor=claim_floor, anneal_ownership=anneal_ownership,
                            bce_weight=bce_weight, ownership_spread_floor=ownership_spread_floor,
                            ownership_mask_cost=ownership_mask_cost, leak_weight=leak_weight,
-                           objectness_background=objectness_background)
+                           objectness_background=objectness_background, free_non_owners=free_non_owners)
 
     def forward(self, mask_logits: Tensor, target_masks: Tensor, return_ownership: bool = False,
                 ownership_bias: Optional[Tensor] = None,

@@ -697,3 +697,36 @@ def test_query_usage_bias_is_one_equipartition_step_in_score_units():
         query_usage_bias(even, 0.2, strength=-1.0)
     with pytest.raises(ValueError, match="at least one image"):
         query_usage_bias([], 0.2)
+
+
+@pytest.mark.parametrize("num_inst,num_queries", SIZES)
+def test_free_non_owners_keeps_the_ideal_strictly_lowest_among_the_defects(num_inst, num_queries):
+    # perfect duplicates take half the ownership and pay; every defect here involves an owner or one
+    masks, configs = query_configurations(num_inst, num_queries)
+    loss = {name: mask_influencer_loss(z, masks, free_non_owners=True)["loss"].item() for name, z in configs.items()}
+    for name in configs:
+        if name != "ideal":
+            assert loss[name] > loss["ideal"] + 1e-4, (name, loss)
+
+
+def test_free_non_owners_leaves_a_dustbin_querys_mask_free():
+    # Query 2 owns nothing: "no" on one point of instance 0 (so its claim is far behind the owner's),
+    # "yes" on the rest of it and on a background blob. Without the flag it is pushed off both; with
+    # it, hardly at all. The owner's gradient is the same either way.
+    masks = torch.zeros(2, 20)
+    masks[0, :8] = masks[1, 8:14] = 1
+    z = torch.full((4, 20), -8.0)
+    z[0, :8] = z[1, 8:14] = 8.0
+    z[2, 1:8] = z[2, 16:20] = 3.0
+    grads = {}
+    for free in (False, True):
+        zz = z.clone().requires_grad_(True)
+        mask_influencer_loss(zz, masks, free_non_owners=free, anneal_ownership=True, sinkhorn_iters=40)["loss"].backward()
+        grads[free] = zz.grad.clone()
+    assert grads[False][2, 1:8].sum() > 0.1 and grads[False][2, 16:20].sum() > 0.1
+    assert grads[True][2].abs().sum() < 1e-2 * grads[False][2].abs().sum()
+    torch.testing.assert_close(grads[True][0], grads[False][0])
+    # no instance: every query is in the dustbin, nothing to pay
+    assert mask_influencer_loss(z, masks[:0], free_non_owners=True)["loss"].item() == 0.0
+    with pytest.raises(ValueError, match="free_non_owners needs formulation='exclusive'"):
+        mask_influencer_loss(z, masks, formulation="original", free_non_owners=True)
