@@ -112,6 +112,29 @@ def summary_table(arms: Dict[str, List[Run]], reference: str) -> str:
     return "\n".join(lines)
 
 
+DIAG_TABLE_KEYS = ("diag/queries_in_use", "diag/unique_best_share", "diag/owner_iou")
+
+
+def diagnostics_table(arms: Dict[str, List[Run]], keys=DIAG_TABLE_KEYS) -> str:
+    """One row per arm: each diagnostic's series over its logging iterations (mean over seeds),
+    and the final segm AP. Runs without a key show "–" for it."""
+    lines = ["| arm | runs | logged at iterations | " + " | ".join(k[len(DIAG_PREFIX):] if k.startswith(DIAG_PREFIX)
+                                                         else k for k in keys) + " | final segm AP |",
+             "|---|---|---|" + "---|" * len(keys) + "---|"]
+    for arm, runs in sorted(arms.items()):
+        cells, iterations = [], []
+        for key in keys:
+            per_iter: Dict[int, List[float]] = {}
+            for run in runs:
+                for it, value in run.series(key):
+                    per_iter.setdefault(it, []).append(value)
+            iterations = iterations or sorted(per_iter)
+            cells.append(" / ".join(f"{statistics.mean(per_iter[it]):.2f}" for it in sorted(per_iter)) or "–")
+        lines.append(f"| {arm} | {len(runs)} | {' / '.join(map(str, iterations)) or '–'} | " + " | ".join(cells)
+                     + f" | {mean_spread([r.final('segm/AP') for r in runs])} |")
+    return "\n".join(lines)
+
+
 def provenance_table(arms: Dict[str, List[Run]]) -> str:
     """Where each run comes from (``run_info.json`` of tools/run_ab.py): commit, host, threads,
     wall time, command."""

@@ -83,6 +83,26 @@ def ab_section(ab_dir: Path, page_dir: Path, figures: Path) -> List[str]:
     return lines
 
 
+def screen_section(screen_dir: Path) -> List[str]:
+    """Short runs whose point is the assignment diagnostics early in training."""
+    run_dirs = sorted(p for p in screen_dir.iterdir() if (p / "metrics.json").is_file())
+    if not run_dirs:
+        raise SystemExit(f"--screen {screen_dir}: no run folders with metrics.json")
+    arms: Dict[str, List[compare_runs.Run]] = {}
+    for path in run_dirs:
+        run = compare_runs.Run(path)
+        arms.setdefault(run.arm, []).append(run)
+    return ["## Early training: how many queries the model uses (short screening runs)", "",
+            f"Runs in `{screen_dir}`: the same configs as the A/B, stopped early (the command of each run "
+            "is below; its learning-rate steps move with `train.max_iter`), with the assignment diagnostics "
+            "logged often on more probe images. `queries_in_use`: share of the queries that are the best "
+            "query (by mask IoU) of some instance of the probe images; `unique_best_share`: share of "
+            "instances whose best query is no other instance's; `owner_iou`: mean IoU of each instance's "
+            "owner (Influencer) or matched query (Hungarian).", "",
+            compare_runs.diagnostics_table(arms), "", "Provenance of the runs:", "",
+            compare_runs.provenance_table(arms), ""]
+
+
 def iteration_cost_section(paths: List[Path]) -> List[str]:
     """One table per measurement: repeated runs on a shared machine show its spread."""
     lines = ["## Whole-iteration cost (COCO R50 model)", ""]
@@ -152,12 +172,14 @@ def main(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ab", type=Path, help="tools/run_ab.py output folder")
+    parser.add_argument("--screen", type=Path, default=None,
+                        help="tools/run_ab.py output folder of short screening runs (diagnostics table)")
     parser.add_argument("--iteration-cost", type=Path, nargs="*", default=[], help="tools/iteration_cost.py JSONs")
     parser.add_argument("--mask-quality", type=Path, nargs="*", default=[], help="tools/mask_quality.py JSONs")
     parser.add_argument("--small-model", type=Path, nargs="*", default=[], help="tools/small_query_model.py JSONs")
     parser.add_argument("--output", type=Path, default=Path("docs/results.md"))
     args = parser.parse_args(argv)
-    for path in [args.ab, *args.iteration_cost, *args.mask_quality, *args.small_model]:
+    for path in [args.ab, args.screen, *args.iteration_cost, *args.mask_quality, *args.small_model]:
         if path is not None and not path.exists():
             parser.error(f"{path} does not exist")
     info = machine_info()
@@ -169,6 +191,8 @@ def main(argv=None) -> str:
     page_dir = args.output.parent
     if args.ab:
         lines += ab_section(args.ab, page_dir, page_dir / args.output.stem / "ab")
+    if args.screen:
+        lines += screen_section(args.screen)
     if args.iteration_cost:
         lines += iteration_cost_section(args.iteration_cost)
     if args.mask_quality:

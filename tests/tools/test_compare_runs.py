@@ -47,3 +47,15 @@ def test_arm_from_folder_name_and_errors(tmp_path):
     (tmp_path / "bad" / "metrics.json").write_text("{not json\n")
     with pytest.raises(ValueError, match="metrics.json:1"):
         compare_runs.Run(tmp_path / "bad")
+
+
+def test_diagnostics_table_gives_each_arms_series_averaged_over_seeds(tmp_path):
+    arms = {}
+    for seed, shift in ((0, 0), (1, 10)):
+        write_run(tmp_path / f"h{seed}", "hungarian", seed, [(24, 10 + shift), (49, 30 + shift)], 0.5)
+        arms.setdefault("hungarian", []).append(compare_runs.Run(tmp_path / f"h{seed}"))
+    table = compare_runs.diagnostics_table(arms, keys=("diag/owner_iou", "diag/queries_in_use"))
+    header, _, row = table.splitlines()
+    assert header == "| arm | runs | logged at iterations | owner_iou | queries_in_use | final segm AP |"
+    # owner_iou = AP / 100 in write_run: (0.10 + 0.20) / 2 at 24, (0.30 + 0.40) / 2 at 49
+    assert row == "| hungarian | 2 | 24 / 49 | 0.15 / 0.35 | – | 35.00 ± 7.07 |"

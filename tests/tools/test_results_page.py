@@ -33,8 +33,10 @@ def test_page_from_artefacts(tmp_path):
                                    "machine": {}, "results": {"runs/hungarian_seed0": {
                                        "instances": 12, "confident_queries_per_image": 2.5,
                                        "small": size, "medium": size, "large": None}}}))
+    screen = tmp_path / "screen"
+    write_run(screen / "hungarian_seed0", "hungarian", 0, [(24, 50), (49, 60)], 0.5)
     out = tmp_path / "docs" / "results.md"
-    page = results_page.main(["--ab", str(ab), "--iteration-cost", str(cost), str(cost), "--small-model", str(small),
+    page = results_page.main(["--ab", str(ab), "--screen", str(screen), "--iteration-cost", str(cost), str(cost), "--small-model", str(small),
                               "--mask-quality", str(quality), "--output", str(out)])
     assert out.read_text() == page
     lines = {line.split("**")[1]: line for line in page.splitlines() if line.startswith("* **")}
@@ -47,6 +49,7 @@ def test_page_from_artefacts(tmp_path):
     assert "2 measurements of the same comparison" in page
     assert "| hungarian_seed0 | medium (area <= 0.020) | 4 | 0.500 | 0.750 | 0.625 | - | - | - | 0.25 | 2.5 | - |" in page
     assert "| hungarian_seed0 | large" not in page  # no instances in that tercile
+    assert "## Early training" in page and "| hungarian | 1 | 24 / 49 | – | – | 0.50 / 0.60 | 60.00 |" in page
     for name in ("ap_vs_iteration", "assignment_diagnostics"):
         assert (tmp_path / "docs" / "results" / "ab" / f"{name}.png").is_file()
         assert f"(results/ab/{name}.png)" in page
