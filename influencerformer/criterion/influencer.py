@@ -88,17 +88,16 @@ class InfluencerCriterion(SetCriterionBase):
     ``"probability"``, :func:`class_probability`), and ``ownership_mask_cost > 0`` its mask cost
     (BCE + dice); ``objectness_exclusion`` scales each query's exclusion by its probability of
     being an object, ``1 - p_q(no object)`` (detached), so queries that declare "no object" are
-    not pushed off other instances, and ``objectness_background`` (with it) their background
-    term too, so their masks are free everywhere, as Hungarian's unmatched queries' are; ``density_weighted_points`` weighs each dense-input point by
-    the inverse of its sampling density (importance-sampled points 1, as in Mask2Former), so the
-    points drawn inside instances -- up to tens of times denser than the uniform ones inside a
-    small instance -- stop tilting the means over all points (the owner's BCE and dice, the
-    silence) towards "yes" around small instances; ``query_balance > 0`` biases every image's
-    ownership towards the queries the batch uses least (:func:`query_usage_bias`, from the final
-    layer's plans), so near-tied queries are not decided the same way in every image -- without
-    it a trained model serves every image with about as many queries as an image has
-    instances; ``free_non_owners`` leaves the masks of queries the plan puts in the dustbin
-    free, as Hungarian leaves unmatched queries' (see the core loss); ``bce_weight``, ``leak_weight`` and the other
+    not pushed off other instances, and ``objectness_background`` (with it) their background term
+    too; ``free_non_owners`` scales both terms by each query's instance ownership, so the queries
+    the plan puts in the dustbin keep free masks from the first step, as Hungarian's unmatched
+    queries do (see the core loss); ``query_balance > 0`` biases every image's ownership towards
+    the queries the batch uses least (:func:`query_usage_bias`, from the final layer's plans);
+    ``density_weighted_points`` weighs each dense-input point by the inverse of its sampling
+    density (importance-sampled points 1, as in Mask2Former), so the points drawn inside
+    instances -- up to tens of times denser than the uniform ones inside a small instance -- stop
+    tilting the means over all points (the owner's BCE and dice, the silence) towards "yes"
+    around small instances; ``bce_weight``, ``leak_weight`` and the other
     loss keywords go to the core loss.
     """
 
