@@ -38,14 +38,20 @@ def _mean(values) -> Optional[float]:
     return statistics.mean(values) if values else None
 
 
-def ab_section(ab_dir: Path, page_dir: Path, figures: Path) -> List[str]:
-    run_dirs = sorted(p for p in ab_dir.iterdir() if (p / "metrics.json").is_file())
+def load_arms(run_folder: Path, option: str) -> Dict[str, List[compare_runs.Run]]:
+    """The runs in ``run_folder`` (tools/run_ab.py output), grouped by arm."""
+    run_dirs = sorted(p for p in run_folder.iterdir() if (p / "metrics.json").is_file())
     if not run_dirs:
-        raise SystemExit(f"--ab {ab_dir}: no run folders with metrics.json")
+        raise SystemExit(f"{option} {run_folder}: no run folders with metrics.json")
     arms: Dict[str, List[compare_runs.Run]] = {}
     for path in run_dirs:
         run = compare_runs.Run(path)
         arms.setdefault(run.arm, []).append(run)
+    return arms
+
+
+def ab_section(ab_dir: Path, page_dir: Path, figures: Path) -> List[str]:
+    arms = load_arms(ab_dir, "--ab")
     figures.mkdir(parents=True, exist_ok=True)
     plots = compare_runs.write_plots(arms, figures, REFERENCE)
     lines = ["## Synthetic Mask2Former A/B", "",
@@ -85,13 +91,7 @@ def ab_section(ab_dir: Path, page_dir: Path, figures: Path) -> List[str]:
 
 def screen_section(screen_dir: Path) -> List[str]:
     """Short runs whose point is the assignment diagnostics early in training."""
-    run_dirs = sorted(p for p in screen_dir.iterdir() if (p / "metrics.json").is_file())
-    if not run_dirs:
-        raise SystemExit(f"--screen {screen_dir}: no run folders with metrics.json")
-    arms: Dict[str, List[compare_runs.Run]] = {}
-    for path in run_dirs:
-        run = compare_runs.Run(path)
-        arms.setdefault(run.arm, []).append(run)
+    arms = load_arms(screen_dir, "--screen")
     return ["## Early training: how many queries the model uses (short screening runs)", "",
             f"Runs in `{screen_dir}`: the same configs as the A/B, stopped early (the command of each run "
             "is below; its learning-rate steps move with `train.max_iter`), with the assignment diagnostics "

@@ -136,32 +136,23 @@ class InfluencerCriterion(SetCriterionBase):
             raise ValueError(f"oversample_ratio must be >= 1; got {oversample_ratio}")
         self.importance_sample_ratio = importance_sample_ratio
         self.oversample_ratio = oversample_ratio
-        if class_ownership_weight < 0:
-            raise ValueError(f"class_ownership_weight must be >= 0; got {class_ownership_weight}")
-        if class_ownership_weight > 0 and formulation != "exclusive":
-            raise ValueError("class_ownership_weight needs formulation='exclusive' (the original "
-                             f"formulation has no Sinkhorn ownership); got {formulation!r}")
+        for name, value, needs_plan in (("class_ownership_weight", class_ownership_weight, "has no Sinkhorn ownership"),
+                                        ("ownership_mask_cost", ownership_mask_cost, "has no Sinkhorn ownership"),
+                                        ("objectness_exclusion", objectness_exclusion, "has no exclusion"),
+                                        ("query_balance", query_balance, "has no Sinkhorn ownership")):
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0; got {value}")
+            if value and formulation != "exclusive":
+                raise ValueError(f"{name} needs formulation='exclusive' (the original formulation {needs_plan}); "
+                                 f"got {formulation!r}")
         self.class_ownership_weight = class_ownership_weight
         if class_evidence not in CLASS_EVIDENCE:
             raise ValueError(f"class_evidence must be one of {tuple(CLASS_EVIDENCE)}; got {class_evidence!r}")
         self.class_evidence = CLASS_EVIDENCE[class_evidence]
-        if ownership_mask_cost < 0:
-            raise ValueError(f"ownership_mask_cost must be >= 0; got {ownership_mask_cost}")
-        if ownership_mask_cost > 0 and formulation != "exclusive":
-            raise ValueError("ownership_mask_cost needs formulation='exclusive' (the original formulation "
-                             f"has no Sinkhorn ownership); got {formulation!r}")
-        if objectness_exclusion and formulation != "exclusive":
-            raise ValueError("objectness_exclusion needs formulation='exclusive' (the original formulation "
-                             f"has no exclusion); got {formulation!r}")
         if objectness_background and not objectness_exclusion:
             raise ValueError("objectness_background frees the masks of queries that say 'no object' on the "
                              "background as well as on other instances: it needs objectness_exclusion=True")
         self.objectness_exclusion = objectness_exclusion
-        if query_balance < 0:
-            raise ValueError(f"query_balance must be >= 0; got {query_balance}")
-        if query_balance > 0 and formulation != "exclusive":
-            raise ValueError("query_balance needs formulation='exclusive' (it biases the Sinkhorn ownership); "
-                             f"got {formulation!r}")
         self.query_balance = query_balance
         self.last_stats: Dict[str, Tensor] = {}
 
