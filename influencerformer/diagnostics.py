@@ -21,6 +21,16 @@ def owners(assignment: Tensor) -> Tensor:
     return assignment.argmax(dim=1)
 
 
+def shares_best_query(best: Tensor, found: Optional[Tensor] = None) -> Tensor:
+    """(K,) best query of each instance of one image -> (K,) bool: that query is also the best
+    query of another instance (a merge). With ``found`` ((K,) bool), only instances that have a
+    best query count, on either side."""
+    same = best[:, None] == best[None, :]
+    if found is not None:
+        same = same & found[:, None] & found[None, :]
+    return same.sum(dim=1) > 1
+
+
 @torch.no_grad()
 def assignment_diagnostics(mask_logits: Sequence[Tensor], target_masks: Sequence[Tensor],
                            assignments: Sequence[Tensor], previous_owners: Optional[Sequence[Tensor]] = None,
@@ -54,8 +64,7 @@ def assignment_diagnostics(mask_logits: Sequence[Tensor], target_masks: Sequence
         num_inst += k
         iou = mask_iou(logits.float(), masks)  # (K, Q)
         best = iou.argmax(dim=1)
-        counts = torch.bincount(best, minlength=logits.shape[0])
-        unique += int((counts[best] == 1).sum())
+        unique += int((~shares_best_query(best)).sum())
         in_use[best.cpu()] = True
         recall = (masks @ (logits > 0).float().transpose(0, 1)) / masks.sum(1, keepdim=True).clamp(min=1)
         multi += int(((recall > claim_recall).sum(dim=0) > 1).sum())

@@ -31,6 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from influencerformer.diagnostics import shares_best_query  # noqa: E402
 from tools.provenance import machine_info, write_json  # noqa: E402
 
 SIZES = ("small", "medium", "large")
@@ -63,8 +64,7 @@ def instance_rows(logits: Sequence[torch.Tensor], gts: Sequence[torch.Tensor], o
         best = iou.argmax(dim=1)
         found = iou.gather(1, best[:, None])[:, 0] > 0
         best_of_found = torch.where(found, best, torch.full_like(best, -1))
-        # an instance shares its best query when another instance of the image has the same one
-        shared = ((best_of_found[:, None] == best_of_found[None, :]) & found[:, None]).sum(dim=1) > 1
+        shared = shares_best_query(best, found)
         best_inter = inter.gather(1, best[:, None])[:, 0]
         best_area = area_pred[best].clamp(min=1.0)
         others = ((gt.sum(dim=0, keepdim=True) - gt) > 0).float()  # (K, P): points of other instances

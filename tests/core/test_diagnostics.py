@@ -53,3 +53,11 @@ def test_duplicate_share_counts_confident_duplicates_only():
     unsure[iou_dup] = 0.1
     assert assignment_diagnostics([dup], [masks], [assign], objectness=[unsure])["duplicate_share"] == 0.0
     assert "duplicate_share" not in assignment_diagnostics([dup], [masks], [assign])
+
+
+def test_shares_best_query_marks_merges_only_among_found_instances():
+    from influencerformer.diagnostics import shares_best_query
+    best = torch.tensor([2, 2, 0, 5])
+    assert shares_best_query(best).tolist() == [True, True, False, False]
+    # instance 1 has no best query: instance 0 no longer shares
+    assert shares_best_query(best, torch.tensor([True, False, True, True])).tolist() == [False, False, False, False]

@@ -529,20 +529,33 @@ def test_objectness_weighted_exclusion_keeps_the_ideal_strictly_lowest(num_inst,
             assert loss[name] > loss["ideal"] + 1e-4, (name, loss)
 
 
+def _two_instance_scene():
+    """Instances on points 0-7 and 8-13 of 20; four queries saying "no" everywhere (logit -8)."""
+    masks = torch.zeros(2, 20)
+    masks[0, :8] = masks[1, 8:14] = 1
+    return masks, torch.full((4, 20), -8.0)
+
+
+def _gradients(z, masks, variants):
+    """{name: (d loss / d z, the loss's outputs)} per keyword set of ``variants``, with a converged
+    (40-step annealed) ownership."""
+    out = {}
+    for name, kwargs in variants.items():
+        zz = z.clone().requires_grad_(True)
+        result = mask_influencer_loss(zz, masks, anneal_ownership=True, sinkhorn_iters=40, **kwargs)
+        result["loss"].backward()
+        out[name] = (zz.grad.clone(), result)
+    return out
+
+
 def test_objectness_weighted_exclusion_frees_queries_that_say_no_object():
     # Query 1 claims half of instance 0, which query 0 owns. Its exclusion, and the push on its
     # mask, scale with its objectness; the owner's gradient does not change.
-    masks = torch.zeros(2, 20)
-    masks[0, :8] = masks[1, 8:14] = 1
-    z = torch.full((4, 20), -8.0)
+    masks, z = _two_instance_scene()
     z[0, :8] = z[1, :4] = z[2, 8:14] = 8.0
-    grads, excl = {}, {}
-    for obj in (1.0, 0.01):
-        zz = z.clone().requires_grad_(True)
-        out = mask_influencer_loss(zz, masks, query_objectness=torch.tensor([1.0, obj, 1.0, 1.0]),
-                                   anneal_ownership=True, sinkhorn_iters=40)
-        out["loss"].backward()
-        grads[obj], excl[obj] = zz.grad.clone(), out["exclusion"].item()
+    runs = _gradients(z, masks, {obj: dict(query_objectness=torch.tensor([1.0, obj, 1.0, 1.0])) for obj in (1.0, 0.01)})
+    grads = {obj: grad for obj, (grad, _) in runs.items()}
+    excl = {obj: out["exclusion"].item() for obj, (_, out) in runs.items()}
     assert excl[0.01] < 0.05 * excl[1.0]
     assert grads[1.0][1, :4].sum() > 0.1  # pushed off instance 0 ...
     assert grads[0.01][1, :4].sum() < 0.05 * grads[1.0][1, :4].sum()  # ... hardly, once it says "no object"
@@ -554,18 +567,13 @@ def test_objectness_weighted_exclusion_frees_queries_that_say_no_object():
 def test_objectness_background_frees_a_spare_querys_mask_on_the_background():
     # Query 3 owns nothing and is "yes" on a background blob. Its background push scales with its
     # objectness only with objectness_background; every other query's gradient is unchanged.
-    masks = torch.zeros(2, 20)
-    masks[0, :8] = masks[1, 8:14] = 1
-    z = torch.full((4, 20), -8.0)
+    masks, z = _two_instance_scene()
     z[0, :8] = z[1, 8:14] = 8.0
     z[3, 16:20] = 2.0
     objectness = torch.tensor([1.0, 1.0, 1.0, 0.01])
-    grads = {}
-    for background in (False, True):
-        zz = z.clone().requires_grad_(True)
-        mask_influencer_loss(zz, masks, query_objectness=objectness, objectness_background=background,
-                             anneal_ownership=True, sinkhorn_iters=40)["loss"].backward()
-        grads[background] = zz.grad.clone()
+    runs = _gradients(z, masks, {background: dict(query_objectness=objectness, objectness_background=background)
+                                 for background in (False, True)})
+    grads = {background: grad for background, (grad, _) in runs.items()}
     assert grads[False][3, 16:20].sum() > 0.1  # pushed to "no" on the background ...
     torch.testing.assert_close(grads[True][3, 16:20], 0.01 * grads[False][3, 16:20])  # ... by its objectness
     torch.testing.assert_close(grads[True][:3], grads[False][:3])
@@ -713,16 +721,11 @@ def test_free_non_owners_leaves_a_dustbin_querys_mask_free():
     # Query 2 owns nothing: "no" on one point of instance 0 (so its claim is far behind the owner's),
     # "yes" on the rest of it and on a background blob. Without the flag it is pushed off both; with
     # it, hardly at all. The owner's gradient is the same either way.
-    masks = torch.zeros(2, 20)
-    masks[0, :8] = masks[1, 8:14] = 1
-    z = torch.full((4, 20), -8.0)
+    masks, z = _two_instance_scene()
     z[0, :8] = z[1, 8:14] = 8.0
     z[2, 1:8] = z[2, 16:20] = 3.0
-    grads = {}
-    for free in (False, True):
-        zz = z.clone().requires_grad_(True)
-        mask_influencer_loss(zz, masks, free_non_owners=free, anneal_ownership=True, sinkhorn_iters=40)["loss"].backward()
-        grads[free] = zz.grad.clone()
+    grads = {free: grad for free, (grad, _) in
+             _gradients(z, masks, {free: dict(free_non_owners=free) for free in (False, True)}).items()}
     assert grads[False][2, 1:8].sum() > 0.1 and grads[False][2, 16:20].sum() > 0.1
     assert grads[True][2].abs().sum() < 1e-2 * grads[False][2].abs().sum()
     torch.testing.assert_close(grads[True][0], grads[False][0])
