@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,14 @@ from influencerformer.diagnostics import assignment_diagnostics, owners_of
 PREFIX = "diag/"
 
 
+def probe_grid_size(pred_masks: torch.Tensor, targets: Sequence[Dict], max_side: int = 256) -> Tuple[int, int]:
+    """(h, w) of the grid :func:`probe_point_masks` flattens: the padded input size, scaled down
+    to at most ``max_side``."""
+    height, width = targets[0]["masks"].shape[-2:] if targets else pred_masks.shape[-2:]
+    scale = min(1.0, max_side / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
 def probe_point_masks(pred_masks: torch.Tensor, targets: Sequence[Dict], max_side: int = 256):
     """Per image (Q, P) logits and (K, P) GT on one common grid of at most ``max_side``.
 
@@ -32,9 +40,7 @@ def probe_point_masks(pred_masks: torch.Tensor, targets: Sequence[Dict], max_sid
         pred_masks: (B, Q, h, w) mask logits at the mask-feature resolution.
         targets: per image ``{"masks": (K, H, W)}`` at the padded input size.
     """
-    height, width = targets[0]["masks"].shape[-2:] if targets else pred_masks.shape[-2:]
-    scale = min(1.0, max_side / max(height, width))
-    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    size = probe_grid_size(pred_masks, targets, max_side)
     logits = F.interpolate(pred_masks.float(), size=size, mode="bilinear", align_corners=False).flatten(2)
     gts = []
     for t in targets:

@@ -62,9 +62,56 @@ def test_summary_splits_sizes_into_terciles_and_counts_misses():
     assert out["large"]["instances"] == 1 and out["large"]["iou"] == pytest.approx(1.0)
     table = mask_quality.format_table({"seed0": out})
     assert table.count("| seed0 |") == 3 and "| seed0 | small (area <= 0.030) | 3 | 0.567 |" in table
-    assert table.splitlines()[2].endswith("| 0.667 | 0.33 | 4.0 | 0.30 |")
+    assert table.splitlines()[2].endswith("| 0.667 | 0.33 | 4.0 | 0.30 | - | - | - |")  # rows without interiors
     with pytest.raises(ValueError, match="no GT instances"):
         mask_quality.size_boundaries([])
+
+
+def test_interior_masks_erode_by_the_edge_width():
+    grid = torch.zeros(2, 9, 9)
+    grid[0, 1:8, 1:8] = 1  # a 7 x 7 square
+    grid[1, 0:3, 0:9] = 1  # a 3-row band along the top border
+    interior = mask_quality.interior_masks(grid.flatten(1), (9, 9), edge_width=2).reshape(2, 9, 9)
+    expected = torch.zeros(9, 9)
+    expected[3:6, 3:6] = 1
+    assert torch.equal(interior[0], expected)
+    # the image border is not a boundary: the band along it keeps its row on the border, full width
+    assert torch.equal(interior[1][0], torch.ones(9)) and interior[1][1:].sum() == 0
+    assert torch.equal(mask_quality.interior_masks(grid.flatten(1), (9, 9), 0), grid.flatten(1))
+    with pytest.raises(ValueError, match="edge_width"):
+        mask_quality.interior_masks(grid.flatten(1), (9, 9), -1)
+
+
+def test_instance_rows_split_recall_into_interior_and_edge():
+    # 1D "grid" of 12 points; instance 0 = points 0-7 with interior 2-5, instance 1 = points 9-10.
+    gt = torch.zeros(2, 12)
+    gt[0, :8] = 1
+    gt[1, 9:11] = 1
+    interior = torch.zeros(2, 12)
+    interior[0, 2:6] = 1  # instance 1 has no interior
+    logits = torch.full((3, 12), -5.0)
+    logits[0, [0, 1, 2, 3, 6]] = 5.0  # the best query of instance 0: a hole at 4-5, half of its edge band
+    logits[1, 5:7] = 5.0  # another confident query covers point 5 of the hole
+    logits[2, 9:11] = 5.0
+    objectness = torch.tensor([[0.9, 0.9, 0.9]])
+    rows = mask_quality.instance_rows([logits], [gt], objectness, confident=0.5, interiors=[interior])
+    assert rows[0]["query"] == 0
+    assert rows[0]["interior_recall"] == pytest.approx(2 / 4)
+    assert rows[0]["edge_recall"] == pytest.approx(3 / 4)
+    assert rows[0]["interior_missed_elsewhere"] == pytest.approx(1 / 2)  # point 5 of the hole 4-5
+    assert rows[1]["interior_recall"] is None and rows[1]["edge_recall"] == pytest.approx(1.0)
+    assert rows[1]["interior_missed_elsewhere"] is None
+    # query 1 not confident: the hole is a hole
+    rows = mask_quality.instance_rows([logits], [gt], torch.tensor([[0.9, 0.2, 0.9]]), confident=0.5,
+                                      interiors=[interior])
+    assert rows[0]["interior_missed_elsewhere"] == 0.0
+    # summaries average over the instances that have the part: instance 1 (medium) has no interior
+    out = mask_quality.summarise(rows, [0.1, 0.5], num_images=1, num_confident=2, num_queries=3)
+    assert out["large"]["interior_recall"] == pytest.approx(0.5) and out["large"]["edge_recall"] == pytest.approx(0.75)
+    assert "interior_recall" not in out["medium"] and out["medium"]["edge_recall"] == pytest.approx(1.0)
+    assert mask_quality.format_table({"r": out}).splitlines()[2].endswith("| - | 1.000 | - |")
+    with pytest.raises(ValueError, match="interiors"):
+        mask_quality.instance_rows([logits], [gt], objectness, confident=0.5, interiors=[interior[:1]])
 
 
 def test_cli_rejects_a_folder_without_config(tmp_path):
