@@ -7,8 +7,8 @@ import torch
 from torch import Tensor
 
 from influencerformer.criterion.base import LayerPredictions, SetCriterionBase
-from influencerformer.losses.influencer import (FORMULATIONS, mask_influencer_loss, prepare_influencer_targets,
-                                               query_usage_bias, resolve_temperature)
+from influencerformer.losses.influencer import (EXCLUSION_SCALES, FORMULATIONS, mask_influencer_loss,
+                                               prepare_influencer_targets, query_usage_bias, resolve_temperature)
 from influencerformer.point_sampling import SharedPointSampler, point_sample, shared_point_coords
 
 
@@ -91,7 +91,8 @@ class InfluencerCriterion(SetCriterionBase):
     not pushed off other instances, and ``objectness_background`` (with it) their background term
     too; ``free_non_owners`` scales both terms by each query's instance ownership, so the queries
     the plan puts in the dustbin keep free masks from the first step, as Hungarian's unmatched
-    queries do (see the core loss); ``query_balance > 0`` biases every image's ownership towards
+    queries do (see the core loss); ``exclusion_scale="point"`` weighs every point of the
+    exclusion alike (Mask2Former's BCE scale) instead of every instance; ``query_balance > 0`` biases every image's ownership towards
     the queries the batch uses least (:func:`query_usage_bias`, from the final layer's plans);
     ``density_weighted_points`` weighs each dense-input point by the inverse of its sampling
     density (importance-sampled points 1, as in Mask2Former), so the points drawn inside
@@ -113,10 +114,12 @@ class InfluencerCriterion(SetCriterionBase):
                  ownership_mask_cost: float = 0.0, density_weighted_points: bool = False,
                  leak_weight: float = 0.0, class_evidence: str = "log_odds",
                  objectness_background: bool = False, query_balance: float = 0.0,
-                 free_non_owners: bool = False):
+                 free_non_owners: bool = False, exclusion_scale: str = "instance"):
         super().__init__(num_classes, weight_dict, eos_coef, num_points)
         if formulation not in FORMULATIONS:
             raise ValueError(f"formulation must be one of {FORMULATIONS}; got {formulation!r}")
+        if exclusion_scale not in EXCLUSION_SCALES:
+            raise ValueError(f"exclusion_scale must be one of {EXCLUSION_SCALES}; got {exclusion_scale!r}")
         if not 0 <= instance_point_share < 1:
             raise ValueError(f"instance_point_share must be in [0, 1); got {instance_point_share}")
         self.formulation = formulation
@@ -127,7 +130,8 @@ class InfluencerCriterion(SetCriterionBase):
                                 claim_floor=claim_floor, anneal_ownership=anneal_ownership,
                                 bce_weight=bce_weight, ownership_spread_floor=ownership_spread_floor,
                                 ownership_mask_cost=ownership_mask_cost, leak_weight=leak_weight,
-                                objectness_background=objectness_background, free_non_owners=free_non_owners)
+                                objectness_background=objectness_background, free_non_owners=free_non_owners,
+                                exclusion_scale=exclusion_scale)
         self.instance_point_share = instance_point_share
         self.density_weighted_points = density_weighted_points
         if not 0 <= importance_sample_ratio < 1:

@@ -25,6 +25,7 @@ from influencerformer.utils import float32_no_autocast
 
 FORMULATIONS = ("original", "exclusive")
 EXCLUSIONS = ("sum", "share", "owned")
+EXCLUSION_SCALES = ("instance", "point")
 
 
 def claim_scores(log_probs: Tensor, target_masks: Tensor) -> Tensor:
@@ -210,6 +211,7 @@ class InfluencerTargets(NamedTuple):
     kept: Tensor  # (K_all,) bool: instances with at least one point
     background: Tensor  # (P,) background weight in [0, 1]
     areas: Tensor  # (K,) point count of each kept instance (weighted, when the points are)
+    exclusive_areas: Tensor  # (K,) the same, of the points of each instance that no other covers
     point_mass: Tensor  # () the point count P (the total weight, when the points are weighted)
 
 
@@ -239,12 +241,14 @@ def prepare_influencer_targets(target_masks: Tensor, dtype: Optional[torch.dtype
     weighted = masks * point_weights
     rows = [weighted / weighted.sum(1, keepdim=True).clamp(min=1e-6)]
     exclusive_rows = 0
+    exclusive_areas = weighted.sum(dim=1)
     if num_inst > 0:
         coverage = masks.sum(dim=0)
         background = 1.0 - masks.amax(dim=0)
         if bool((coverage > 1.0).any()):
             exclusive = weighted * (coverage <= 1.0)
-            rows.append(exclusive / exclusive.sum(1, keepdim=True).clamp(min=1e-6))
+            exclusive_areas = exclusive.sum(dim=1)
+            rows.append(exclusive / exclusive_areas[:, None].clamp(min=1e-6))
             exclusive_rows = num_inst
     else:
         background = all_masks.new_ones(num_points)
@@ -253,11 +257,11 @@ def prepare_influencer_targets(target_masks: Tensor, dtype: Optional[torch.dtype
     rows += [(weighted_background / weighted_background.sum().clamp(min=1e-6))[None],
              (point_weights / point_mass)[None]]
     return InfluencerTargets(torch.cat(rows), num_inst, exclusive_rows, kept, background, weighted.sum(dim=1),
-                             point_mass)
+                             exclusive_areas, point_mass)
 
 
 def _validate(mask_logits: Tensor, target_masks: Tensor, formulation: str, temperature: float,
-              exclusion: str = "sum") -> None:
+              exclusion: str = "sum", exclusion_scale: str = "instance") -> None:
     if mask_logits.dim() != 2:
         raise ValueError(f"mask_logits must be (Q, P); got shape {tuple(mask_logits.shape)}")
     if target_masks.dim() != 2:
@@ -271,6 +275,8 @@ def _validate(mask_logits: Tensor, target_masks: Tensor, formulation: str, tempe
         raise ValueError(f"formulation must be one of {FORMULATIONS}; got {formulation!r}")
     if exclusion not in EXCLUSIONS:
         raise ValueError(f"exclusion must be one of {EXCLUSIONS}; got {exclusion!r}")
+    if exclusion_scale not in EXCLUSION_SCALES:
+        raise ValueError(f"exclusion_scale must be one of {EXCLUSION_SCALES}; got {exclusion_scale!r}")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0; got {temperature}")
 
@@ -289,6 +295,7 @@ def mask_influencer_loss(
     temperature: Optional[float] = None,
     sinkhorn_iters: int = 10,
     exclusion: str = "sum",
+    exclusion_scale: str = "instance",
     dice_weight: float = 0.0,
     detach_ownership: bool = True,
     claim_floor: Optional[float] = None,
@@ -318,6 +325,12 @@ def mask_influencer_loss(
             pushes every non-owner with weight ``1 - ownership``; ``"share"`` also scales by the
             query's share of the instance's "yes"; ``"owned"`` by the instance's largest
             ownership (1/Q while undecided, 1 once owned: no collapse at symmetric starts).
+        exclusion_scale: "exclusive" only; ``"instance"`` (default) pushes the non-owners off each
+            instance with its mean over the instance's points (every instance weighs 1, so a point of
+            a small instance weighs far more than one of a large instance); ``"point"`` scales each
+            instance's push by its share of the points, ``|k| / P``, so every point weighs ``1 / P``
+            as in Mask2Former's per-point BCE, which pushes the matched query off other instances
+            alike. Positive scales: same zero set, same minimum.
         dice_weight: "exclusive" only; > 0 adds the owner dice ``mean_k sum_q own[k, q] dice(s_q, M_k)``
             (Mask2Former's dice, +1 smoothed): >= 0, 0 at the one-to-one assignment.
         detach_ownership: "exclusive" only (default True); use the ownership as constant weights
@@ -396,7 +409,7 @@ def mask_influencer_loss(
         ``background`` (and ``exclusion`` for "exclusive").
     """
     temperature = resolve_temperature(formulation, temperature)
-    _validate(mask_logits, target_masks, formulation, temperature, exclusion)
+    _validate(mask_logits, target_masks, formulation, temperature, exclusion, exclusion_scale)
     if ownership_mask_cost < 0:
         raise ValueError(f"ownership_mask_cost must be >= 0; got {ownership_mask_cost}")
     if leak_weight < 0:
@@ -532,6 +545,8 @@ def mask_influencer_loss(
         owned_mass = own.detach().sum(dim=0).clamp(max=1.0)  # (Q,), 0 for a dustbin query
         weight = weight * owned_mass[None, :]
         bg_term = (bg_mean * owned_mass).sum()
+    if exclusion_scale == "point":
+        exclusive_mean = exclusive_mean * (targets.exclusive_areas.to(exclusive_mean.dtype) / num_points)[:, None]
     exclusion_term = (weight * exclusive_mean).sum(dim=1).mean()
     repulsive = profile_repulsion(claims, rep_margin) if num_inst > 1 else zero
     loss = (attr_weight * attractive + rep_weight * repulsive + bg_weight * bg_term
@@ -573,7 +588,7 @@ class MaskInfluencerLoss(nn.Module):
                  anneal_ownership: bool = False, bce_weight: float = 0.0,
                  ownership_spread_floor: Optional[float] = None, ownership_mask_cost: float = 0.0,
                  leak_weight: float = 0.0, objectness_background: bool = False,
-                 free_non_owners: bool = False):
+                 free_non_owners: bool = False, exclusion_scale: str = "instance"):
         super().__init__()
         if formulation not in FORMULATIONS:
             raise ValueError(f"formulation must be one of {FORMULATIONS}; got {formulation!r}")
@@ -584,7 +599,8 @@ class MaskInfluencerLoss(nn.Module):
                            claim_floor=claim_floor, anneal_ownership=anneal_ownership,
                            bce_weight=bce_weight, ownership_spread_floor=ownership_spread_floor,
                            ownership_mask_cost=ownership_mask_cost, leak_weight=leak_weight,
-                           objectness_background=objectness_background, free_non_owners=free_non_owners)
+                           objectness_background=objectness_background, free_non_owners=free_non_owners,
+                           exclusion_scale=exclusion_scale)
 
     def forward(self, mask_logits: Tensor, target_masks: Tensor, return_ownership: bool = False,
                 ownership_bias: Optional[Tensor] = None,

@@ -90,7 +90,7 @@ class OneFormer3DInfluencerCriterion:
         sinkhorn_iters, exclusion, dice_weight, detach_ownership, claim_floor, anneal_ownership,
         bce_weight, class_ownership_weight, ownership_spread_floor, objectness_exclusion,
         ownership_mask_cost, leak_weight, class_evidence, objectness_background, query_balance,
-        free_non_owners: passed unchanged to the core criterion (``None``: the core's
+        free_non_owners, exclusion_scale: passed unchanged to the core criterion (``None``: the core's
             default).
         iter_matcher: accepted so that OneFormer3D configs can switch criteria by changing
             ``type`` only; there is no matcher, so it has no effect.
@@ -108,7 +108,7 @@ class OneFormer3DInfluencerCriterion:
                  ownership_mask_cost: Optional[float] = None, leak_weight: Optional[float] = None,
                  class_evidence: Optional[str] = None, objectness_background: Optional[bool] = None,
                  query_balance: Optional[float] = None, free_non_owners: Optional[bool] = None,
-                 iter_matcher: Optional[bool] = None):
+                 exclusion_scale: Optional[str] = None, iter_matcher: Optional[bool] = None):
         weights = [float(w) for w in loss_weight]
         if len(weights) not in (2, 3):
             raise ValueError(f"loss_weight must be [cls, influencer] or [cls, influencer, score]; "
@@ -128,7 +128,8 @@ class OneFormer3DInfluencerCriterion:
                            ("objectness_exclusion", objectness_exclusion),
                            ("ownership_mask_cost", ownership_mask_cost), ("leak_weight", leak_weight),
                            ("class_evidence", class_evidence), ("objectness_background", objectness_background),
-                           ("query_balance", query_balance), ("free_non_owners", free_non_owners)):
+                           ("query_balance", query_balance), ("free_non_owners", free_non_owners),
+                           ("exclusion_scale", exclusion_scale)):
             if value is not None:
                 optional[key] = value
         self.core = CoreInfluencerCriterion(

@@ -123,6 +123,9 @@ def test_variant_flags_reach_the_core_loss():
     assert crit.loss_kwargs.items() >= flags.items()
     # the default ownership is detached; the flag changes gradients, not values
     assert InfluencerCriterion(C, I_WEIGHTS).loss_kwargs["detach_ownership"] is True
+    assert InfluencerCriterion(C, I_WEIGHTS, exclusion_scale="point").loss_kwargs["exclusion_scale"] == "point"
+    with pytest.raises(ValueError, match="exclusion_scale must be one of"):
+        InfluencerCriterion(C, I_WEIGHTS, exclusion_scale="pixels")
 
 
 def test_hungarian_point_form_perfect_prediction_has_near_zero_mask_loss():

@@ -33,7 +33,7 @@ def reference_original(z, masks, T=1.0, margin=1.0):
     return attr, rep, bgt
 
 
-def reference_exclusive(z, masks, T=0.2, margin=1.0, iters=10, exclusion="share"):
+def reference_exclusive(z, masks, T=0.2, margin=1.0, iters=10, exclusion="share", exclusion_scale="instance"):
     """Scalar re-implementation of the exclusive formula (disjoint masks)."""
     Q, P = len(z), len(z[0])
     K = len(masks)
@@ -57,7 +57,8 @@ def reference_exclusive(z, masks, T=0.2, margin=1.0, iters=10, exclusion="share"
                 for k in range(K)]
     scale = {"sum": lambda k, q: 1.0, "share": lambda k, q: yes_cost[k][q] / sum(yes_cost[k]),
              "owned": lambda k, q: max(own[k])}[exclusion]
-    excl = sum(sum((1 - own[k][q]) * scale(k, q) * yes_cost[k][q] for q in range(Q)) for k in range(K)) / K
+    share = {"instance": lambda k: 1.0, "point": lambda k: sum(masks[k]) / P}[exclusion_scale]
+    excl = sum(share(k) * sum((1 - own[k][q]) * scale(k, q) * yes_cost[k][q] for q in range(Q)) for k in range(K)) / K
     prof = [[math.exp(x) for x in row] for row in g]
     rep = sum(max(0.0, margin - math.dist(prof[k], prof[l])) for k in range(K) for l in range(K) if k != l) / max(1, K * (K - 1))
     bg = [p for p in range(P) if not any(masks[k][p] for k in range(K))]
@@ -92,14 +93,15 @@ def test_original_terms_match_scalar_reference(tiny):
     assert out["loss"].item() == pytest.approx(attr + rep + bg, rel=1e-9)
 
 
+@pytest.mark.parametrize("exclusion_scale", ["instance", "point"])
 @pytest.mark.parametrize("exclusion", ["sum", "share", "owned"])
-def test_exclusive_terms_match_scalar_reference(tiny, exclusion):
+def test_exclusive_terms_match_scalar_reference(tiny, exclusion, exclusion_scale):
     z, masks = tiny
     out = mask_influencer_loss(z, masks, formulation="exclusive", temperature=0.5, rep_margin=1.2,
                                attr_weight=1.5, excl_weight=0.7, exclusion=exclusion, dice_weight=0.3,
-                               bce_weight=0.4)
+                               bce_weight=0.4, exclusion_scale=exclusion_scale)
     attr, rep, bg, excl, dice, bce = reference_exclusive(z.tolist(), masks.tolist(), T=0.5, margin=1.2,
-                                                    exclusion=exclusion)
+                                                    exclusion=exclusion, exclusion_scale=exclusion_scale)
     assert out["attractive"].item() == pytest.approx(attr, rel=1e-9)
     assert out["repulsive"].item() == pytest.approx(rep, rel=1e-9, abs=1e-12)
     assert out["background"].item() == pytest.approx(bg, rel=1e-9)
@@ -124,8 +126,13 @@ def test_original_reproduces_the_published_duplicate_numbers():
 @pytest.mark.parametrize("options", [{}, {"exclusion": "share"}, {"exclusion": "owned"}, {"dice_weight": 1.0},
                                      {"bce_weight": 1.0}, {"ownership_spread_floor": 1.0},
                                      {"ownership_mask_cost": 5.0, "anneal_ownership": True, "sinkhorn_iters": 40},
-                                     {"attr_weight": 0.0, "bce_weight": 1.0, "dice_weight": 1.0}],
-                         ids=["sum", "share", "owned", "dice", "bce", "standardized", "mask-cost", "m2f-owner"])
+                                     {"attr_weight": 0.0, "bce_weight": 1.0, "dice_weight": 1.0},
+                                     {"exclusion_scale": "point"},
+                                     {"exclusion_scale": "point", "attr_weight": 0.0, "rep_weight": 0.0,
+                                      "bg_weight": 0.0, "bce_weight": 1.0, "dice_weight": 1.0,
+                                      "ownership_mask_cost": 5.0, "anneal_ownership": True, "sinkhorn_iters": 40}],
+                         ids=["sum", "share", "owned", "dice", "bce", "standardized", "mask-cost", "m2f-owner",
+                              "point-exclusion", "m2f-owner-point-exclusion"])
 @pytest.mark.parametrize("num_inst,num_queries", SIZES)
 def test_exclusive_ideal_is_strictly_lowest(num_inst, num_queries, options):
     masks, configs = query_configurations(num_inst, num_queries)
@@ -257,6 +264,26 @@ def test_owner_bce_weighs_every_point_alike(tiny):
     num_inst, num_points = masks.shape
     expected = (own.sum(0)[:, None] * torch.sigmoid(z) - own.T @ masks) / (num_points * num_inst)
     assert torch.allclose(x.grad, expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("exclusion_scale", ["instance", "point"])
+def test_exclusion_scale_sets_each_instance_points_weight(tiny, exclusion_scale):
+    """The exclusion's gradient on a non-owner is ``(1 - own[k, q]) s / (K |k|)`` per point of k with
+    the "instance" scale (a point of a small instance weighs more), ``(1 - own[k, q]) s / (K P)`` with
+    "point" (every point alike, as Mask2Former's BCE pushes a matched query off other instances)."""
+    z, masks = tiny
+    only_exclusion = dict(attr_weight=0.0, rep_weight=0.0, bg_weight=0.0, excl_weight=1.0,
+                          exclusion_scale=exclusion_scale)
+    x = z.clone().requires_grad_(True)
+    out = mask_influencer_loss(x, masks, return_ownership=True, **only_exclusion)
+    out["loss"].backward()
+    own = out["ownership"]  # (K, Q)
+    num_inst, num_points = masks.shape
+    per_point = masks / (masks.sum(1, keepdim=True) if exclusion_scale == "instance" else num_points)
+    expected = torch.sigmoid(z) * ((1.0 - own).T @ per_point) / num_inst
+    assert torch.allclose(x.grad, expected, atol=1e-12)
+    with pytest.raises(ValueError, match="exclusion_scale must be one of"):
+        mask_influencer_loss(z, masks, exclusion_scale="pixel")
 
 
 # The ownership of the 3D configs (annealed Sinkhorn at a low temperature), with and without

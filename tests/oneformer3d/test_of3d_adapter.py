@@ -142,6 +142,7 @@ def test_config_keys_reach_the_core():
     assert criterion(leak_weight=1.0).core.loss_kwargs["leak_weight"] == 1.0
     assert criterion(query_balance=1.0).core.query_balance == 1.0
     assert criterion(free_non_owners=True).core.loss_kwargs["free_non_owners"] is True
+    assert criterion(exclusion_scale="point").core.loss_kwargs["exclusion_scale"] == "point"
     both = criterion(objectness_exclusion=True, objectness_background=True).core
     assert both.loss_kwargs["objectness_background"] is True and both.objectness_exclusion is True
     from influencerformer.criterion.influencer import class_probability
