@@ -70,9 +70,15 @@ def query_configurations(num_inst: int, num_queries: int, magnitude: float = 8.0
     return masks, configs
 
 
-def is_one_to_one(mask_logits: Tensor, target_masks: Tensor, min_iou: float = 0.95) -> bool:
+def is_one_to_one(mask_logits: Tensor, target_masks: Tensor, min_iou: float = 0.95,
+                  instance_points_only: bool = False) -> bool:
     """Exactly one claimant per instance (IoU > 0.5), its IoU > ``min_iou``, distinct claimants,
-    and every other query silent (no logit > 0)."""
+    and every other query silent (no logit > 0). With ``instance_points_only`` all of it is judged
+    on the points of some instance: a spare query may say "yes" on the background (as the losses
+    that leave a non-owner's background free -- Hungarian's, ``bg_weight=0`` -- allow)."""
+    if instance_points_only:
+        on_instances = target_masks.amax(dim=0) > 0.5
+        mask_logits, target_masks = mask_logits[:, on_instances], target_masks[:, on_instances]
     pred = (mask_logits > 0).float()
     tgt = (target_masks > 0.5).float()
     inter = tgt @ pred.T

@@ -7,7 +7,9 @@
 
 For K in {1, 5, 20}, Q in {K, 2K, 100}, random and symmetric starts (all queries equal up to
 1e-3 noise), optimise (Q, P) logits with Adam and report how many runs end one-to-one: one
-claimant per instance with IoU > 0.95, distinct claimants, every other query silent.
+claimant per instance with IoU > 0.95, distinct claimants, every other query silent
+(``--instance-points-only``: all judged on the instances' points, for losses that leave a spare
+query's background free).
 """
 from __future__ import annotations
 
@@ -47,6 +49,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--instance-points-only", action="store_true",
+                        help="judge one-to-one on the instances' points only (spare queries may say 'yes' on the "
+                             "background)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     variants = [{}] + (args.variant or [])
@@ -66,7 +71,7 @@ def main(argv=None) -> dict:
                     masks = random_instance_masks(k, torch.Generator().manual_seed(seed))
                     logits = optimise_free_logits(masks, q, start=start, seed=seed, steps=args.steps, lr=args.lr,
                                                   **variant)
-                    ok += is_one_to_one(logits, masks)
+                    ok += is_one_to_one(logits, masks, instance_points_only=args.instance_points_only)
                 row[start] = ok
             results[name].append(row)
             print(f"| {name} | {k} | {q} | {row['random']}/{args.seeds} | {row['symmetric']}/{args.seeds} |",
@@ -75,7 +80,8 @@ def main(argv=None) -> dict:
         print(f"| {name} | all | | {total}/{2 * args.seeds * len(cases)} one-to-one "
               f"({time.time() - start_time:.0f} s) | |", flush=True)
     if args.json:
-        write_json(args.json, {"steps": args.steps, "lr": args.lr, "seeds": args.seeds, "results": results})
+        write_json(args.json, {"steps": args.steps, "lr": args.lr, "seeds": args.seeds,
+                               "instance_points_only": args.instance_points_only, "results": results})
     return results
 
 
