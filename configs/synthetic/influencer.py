@@ -1,4 +1,5 @@
-"""Synthetic shapes, small Mask2Former, Influencer loss."""
+"""Synthetic shapes, small Mask2Former, the matcher-free Influencer criterion (ownership +
+Mask2Former's owner losses; configs/common/criterion.py)."""
 from ._base_ import dataloader, lr_multiplier, model, optimizer, train
 from ..common.criterion import influencer as _criterion
 

@@ -227,12 +227,17 @@ def test_images_without_instances_give_finite_loss_and_gradients(name):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("name", ["hungarian", "exclusive", "original", "2d-config"])
+@pytest.mark.parametrize("name", ["hungarian", "exclusive", "original", "2d-config", "2d-potentials"])
 def test_autocast(name, dtype):
     gen = torch.Generator().manual_seed(5)
-    if name == "2d-config":  # the flags of configs/common/criterion.py
-        crit = InfluencerCriterion(C, I_WEIGHTS, num_points=200, anneal_ownership=True, sinkhorn_iters=40,
-                                   bce_weight=1.0, class_ownership_weight=1.0, importance_sample_ratio=0.75)
+    # the flags of configs/common/criterion.py: influencer_potentials, and influencer on top of them
+    potentials = dict(num_points=200, anneal_ownership=True, sinkhorn_iters=40, bce_weight=1.0,
+                      class_ownership_weight=1.0, importance_sample_ratio=0.75)
+    if name == "2d-potentials":
+        crit = InfluencerCriterion(C, I_WEIGHTS, **potentials)
+    elif name == "2d-config":
+        crit = InfluencerCriterion(C, I_WEIGHTS, **potentials, ownership_mask_cost=5.0, attr_weight=0.0,
+                                   rep_weight=0.0, bg_weight=0.0, excl_weight=0.0, dice_weight=1.0)
     else:
         crit = make_criteria()[name]
     outputs, targets = dense_batch(gen)

@@ -11,8 +11,10 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from conftest import REPO_ROOT  # noqa: E402
 
-CONFIGS = ["coco/influencer.py", "coco/hungarian.py", "synthetic/influencer.py", "synthetic/hungarian.py"]
-CRITERIA = {"influencer": "InfluencerCriterion", "hungarian": "HungarianCriterion"}
+CONFIGS = ["coco/influencer.py", "coco/hungarian.py", "coco/influencer_potentials.py", "synthetic/influencer.py",
+           "synthetic/hungarian.py", "synthetic/influencer_potentials.py"]
+CRITERIA = {"influencer": "InfluencerCriterion", "influencer_potentials": "InfluencerCriterion",
+            "hungarian": "HungarianCriterion"}
 
 
 def load(name):
@@ -30,12 +32,17 @@ def test_model_builds(name):
     kind = os.path.basename(name)[: -len(".py")]
     assert type(model.criterion).__name__ == CRITERIA[kind]
     assert model.criterion.num_classes == model.num_classes == model.transformer_decoder.num_classes
-    if kind == "influencer":  # the measured ownership setting reaches the core loss
-        assert model.criterion.loss_kwargs["anneal_ownership"] is True
-        assert model.criterion.loss_kwargs["sinkhorn_iters"] == 40
-        assert model.criterion.loss_kwargs["bce_weight"] == 1.0
+    if kind.startswith("influencer"):  # the measured ownership setting reaches the core loss
+        kwargs = model.criterion.loss_kwargs
+        assert kwargs["anneal_ownership"] is True and kwargs["sinkhorn_iters"] == 40
+        assert kwargs["bce_weight"] == 1.0
         assert model.criterion.class_ownership_weight == 1.0
         assert model.criterion.importance_sample_ratio == 0.75 and model.criterion.oversample_ratio == 3.0
+        # the default weighs Mask2Former's owner losses with the plan; the potentials config the potentials
+        owner_losses = kind == "influencer"
+        assert (kwargs["dice_weight"], kwargs["ownership_mask_cost"]) == ((1.0, 5.0) if owner_losses else (0.0, 0.0))
+        potentials = [kwargs[key] for key in ("attr_weight", "rep_weight", "bg_weight", "excl_weight")]
+        assert potentials == ([0.0] * 4 if owner_losses else [1.0] * 4)
     assert len(model.transformer_decoder.cross_attention_layers) == cfg.model.transformer_decoder.dec_layers
     if name.startswith("coco/"):
         total, backbone = count(model), count(model.backbone)
@@ -47,10 +54,11 @@ def test_model_builds(name):
         assert count(model) < 15e6
 
 
+@pytest.mark.parametrize("other", ["hungarian", "influencer_potentials"])
 @pytest.mark.parametrize("dataset", ["coco", "synthetic"])
-def test_pair_differs_only_in_criterion(dataset):
+def test_pair_differs_only_in_criterion(dataset, other):
     a = OmegaConf.to_container(load(f"{dataset}/influencer.py"), resolve=False)
-    b = OmegaConf.to_container(load(f"{dataset}/hungarian.py"), resolve=False)
+    b = OmegaConf.to_container(load(f"{dataset}/{other}.py"), resolve=False)
     for cfg in (a, b):
         cfg["model"].pop("criterion")
         cfg["train"].pop("output_dir")
