@@ -64,6 +64,7 @@ def ab_section(ab_dir: Path, page_dir: Path, figures: Path) -> List[str]:
         target = 0.9 * ref_final if ref_final is not None else None
         ref_reach = _mean(r.first_reaching("segm/AP", target) for r in ref) if target is not None else None
         lines += ["Targets (issue 5), each arm against Hungarian:", ""]
+        at_least, faster = [], []
         for arm, runs in sorted(arms.items()):
             if arm == REFERENCE:
                 continue
@@ -71,18 +72,25 @@ def ab_section(ab_dir: Path, page_dir: Path, figures: Path) -> List[str]:
             reach = [r.first_reaching("segm/AP", target) for r in runs] if target is not None else []
             ratio = None if final is None or not ref_final else final / ref_final
             verdict = "met" if ratio is not None and ratio >= 1.0 else "NOT met"
+            if verdict == "met":
+                at_least.append(arm)
             line = f"* **{arm}**: final segm AP {('–' if final is None else f'{final:.2f}')} = " \
                    f"{('–' if ratio is None else f'{100 * ratio:.0f}%')} of Hungarian's (target ≥ 100%: {verdict})"
             if reach and all(r is not None for r in reach) and ref_reach:
                 speed = statistics.mean(reach) / ref_reach
                 line += f"; reaches 90% of it at {speed:.2f}x Hungarian's iterations (target ≤ 0.7x: " \
                         f"{'met' if speed <= 0.7 else 'NOT met'})"
+                if speed <= 0.7:
+                    faster.append(arm)
             else:
                 missed = sum(r is None for r in reach)
                 line += f"; {missed} of {len(reach)} runs never reach 90% of Hungarian's final AP " \
                         "(target ≤ 0.7x of its iterations: NOT met)"
             lines.append(line)
-        lines.append("")
+        others = len(arms) - 1
+        lines += ["", f"In short: {len(at_least)} of {others} arms reach Hungarian's final segm AP "
+                  f"({', '.join(at_least) or 'none'}); {len(faster)} of {others} reach 90% of it in at most 0.7x "
+                  f"its iterations ({', '.join(faster) or 'none'}); every other arm ends below Hungarian.", ""]
     rel = figures.relative_to(page_dir) if figures.is_relative_to(page_dir) else figures
     lines += [f"![{p.stem}]({rel / p.name})" for p in plots] + ["", "Provenance of the runs:", "",
                                                                   compare_runs.provenance_table(arms), ""]

@@ -44,6 +44,8 @@ def test_page_from_artefacts(tmp_path):
     assert "110% of Hungarian's (target ≥ 100%: met)" in lines["influencer"]
     assert "0.33x Hungarian's iterations (target ≤ 0.7x: met)" in lines["influencer"]
     assert "50% of Hungarian's (target ≥ 100%: NOT met)" in lines["slow"] and "2 of 2 runs never reach" in lines["slow"]
+    assert ("In short: 1 of 2 arms reach Hungarian's final segm AP (influencer); 1 of 2 reach 90% of it in at "
+            "most 0.7x its iterations (influencer); every other arm ends below Hungarian.") in page
     assert "| exclusive | detach_ownership=True | 100 | 0 | 0.500 |" in page
     assert page.count("(target ≤ 0.5: met)") == 2  # share 0.25/3.85 vs 1/4.6, one per measurement
     assert "2 measurements of the same comparison" in page
