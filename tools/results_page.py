@@ -33,6 +33,10 @@ from tools.provenance import git_commit, machine_info, write_text_atomic  # noqa
 REFERENCE = "hungarian"
 
 
+PROVENANCE = ("Provenance of the runs (run each command at its commit: the config files it names may have "
+              "changed since):")
+
+
 def _mean(values) -> Optional[float]:
     values = [v for v in values if v is not None]
     return statistics.mean(values) if values else None
@@ -92,8 +96,7 @@ def ab_section(ab_dir: Path, page_dir: Path, figures: Path) -> List[str]:
                   f"({', '.join(at_least) or 'none'}); {len(faster)} of {others} reach 90% of it in at most 0.7x "
                   f"its iterations ({', '.join(faster) or 'none'}); every other arm ends below Hungarian.", ""]
     rel = figures.relative_to(page_dir) if figures.is_relative_to(page_dir) else figures
-    lines += [f"![{p.stem}]({rel / p.name})" for p in plots] + ["", "Provenance of the runs:", "",
-                                                                  compare_runs.provenance_table(arms), ""]
+    lines += [f"![{p.stem}]({rel / p.name})" for p in plots] + ["", PROVENANCE, "", compare_runs.provenance_table(arms), ""]
     return lines
 
 
@@ -107,7 +110,7 @@ def screen_section(screen_dir: Path) -> List[str]:
             "query (by mask IoU) of some instance of the probe images; `unique_best_share`: share of "
             "instances whose best query is no other instance's; `owner_iou`: mean IoU of each instance's "
             "owner (Influencer) or matched query (Hungarian).", "",
-            compare_runs.diagnostics_table(arms), "", "Provenance of the runs:", "",
+            compare_runs.diagnostics_table(arms), "", PROVENANCE, "",
             compare_runs.provenance_table(arms), ""]
 
 
