@@ -92,8 +92,8 @@ class InfluencerCriterion(SetCriterionBase):
     too; ``free_non_owners`` scales both terms by each query's instance ownership, so the queries
     the plan puts in the dustbin keep free masks from the first step, as Hungarian's unmatched
     queries do (see the core loss); ``exclusion_scale="point"`` weighs every point of the
-    exclusion alike (Mask2Former's BCE scale) instead of every instance; ``query_balance > 0`` biases every image's ownership towards
-    the queries the batch uses least (:func:`query_usage_bias`, from the final layer's plans);
+    exclusion alike (Mask2Former's BCE scale) instead of every instance; ``query_balance > 0``
+    biases every image's ownership towards the queries the batch uses least (:func:`query_usage_bias`, from the final layer's plans);
     ``density_weighted_points`` weighs each dense-input point by the inverse of its sampling
     density (importance-sampled points 1, as in Mask2Former), so the points drawn inside
     instances -- up to tens of times denser than the uniform ones inside a small instance -- stop
