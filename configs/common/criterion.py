@@ -22,16 +22,12 @@ hungarian = L(HungarianCriterion)(
     importance_sample_ratio=0.75,
 )
 
-# Matching-free: the Influencer ownership -- a 40-step annealed Sinkhorn plan over each query's
-# claim on each instance, its class (class_ownership_weight, like the class cost of Mask2Former's
-# matcher) and the matcher's mask cost (ownership_mask_cost) -- weights Mask2Former's per-pair
-# losses on the owners (bce_weight, dice_weight: 5 x (BCE + dice), as loss_mask + loss_dice of the
-# Hungarian criterion); the Influencer potentials are off (attraction, repulsion, background and
-# exclusion weights 0), so a query the plan leaves in the dustbin keeps a free mask, as an unmatched
-# one does. 3/4 of the shared points are importance-sampled where some query is uncertain. No
-# matcher, no CPU solve, no host sync. Measured on the synthetic A/B (docs/results.md, docs/loss.md
-# section 9): segm AP 40.2 +- 0.8 over 3 seeds against Hungarian's 39.7 +- 0.0.
-influencer = L(InfluencerCriterion)(
+# What both matcher-free presets share: the Influencer ownership -- a 40-step annealed Sinkhorn
+# plan (the core's default is 10 plain steps) over each query's claim on each instance and its
+# class (class_ownership_weight, like the class cost of Mask2Former's matcher) -- the owner's
+# per-point BCE, and 3/4 of the points shared by all queries importance-sampled where some query
+# is uncertain (as Mask2Former's loss samples its points).
+_ownership = dict(
     num_classes="${..num_classes}",
     weight_dict={"loss_ce": 2.0, "loss_influencer": 5.0},
     eos_coef=0.1,
@@ -39,30 +35,30 @@ influencer = L(InfluencerCriterion)(
     anneal_ownership=True,
     sinkhorn_iters=40,
     class_ownership_weight=1.0,
-    ownership_mask_cost=5.0,
-    attr_weight=0.0,
-    rep_weight=0.0,
-    bg_weight=0.0,
-    excl_weight=0.0,
     bce_weight=1.0,
-    dice_weight=1.0,
     importance_sample_ratio=0.75,
     oversample_ratio=3.0,
 )
 
-# The same ownership weighting the Influencer potentials (the claim as attraction, the non-owners'
-# exclusion and the background at each instance's scale, the repulsion) plus the owner's per-point
-# BCE: the default until docs/loss.md section 9, kept to reproduce it. Synthetic A/B: 33.8 +- 0.9
-# over 3 seeds (arm influencer_importance); 17.9 +- 3.7 with the core's plain 10-step ownership.
-influencer_potentials = L(InfluencerCriterion)(
-    num_classes="${..num_classes}",
-    weight_dict={"loss_ce": 2.0, "loss_influencer": 5.0},
-    eos_coef=0.1,
-    num_points=12544,
-    anneal_ownership=True,
-    sinkhorn_iters=40,
-    bce_weight=1.0,
-    class_ownership_weight=1.0,
-    importance_sample_ratio=0.75,
-    oversample_ratio=3.0,
+# Matcher-free, the default: the plan also sees the matcher's mask cost (ownership_mask_cost) and
+# weighs Mask2Former's per-pair losses on the owners (bce_weight, dice_weight: 5 x (BCE + dice), as
+# loss_mask + loss_dice of the Hungarian criterion); the Influencer potentials are off (attraction,
+# repulsion, background and exclusion weights 0), so a query the plan leaves in the dustbin keeps a
+# free mask, as an unmatched one does. No matcher, no CPU solve, no host sync. Measured on the
+# synthetic A/B (docs/results.md, docs/loss.md section 9): segm AP 40.2 +- 0.8 over 3 seeds against
+# Hungarian's 39.7 +- 0.0.
+influencer = L(InfluencerCriterion)(
+    **_ownership,
+    ownership_mask_cost=5.0,
+    dice_weight=1.0,
+    attr_weight=0.0,
+    rep_weight=0.0,
+    bg_weight=0.0,
+    excl_weight=0.0,
 )
+
+# The same ownership weighing the Influencer potentials (the claim as attraction, the non-owners'
+# exclusion and the background at each instance's scale, the repulsion) and the owner's BCE: the
+# default until docs/loss.md section 9, kept to reproduce it. Synthetic A/B: 33.8 +- 0.9 over 3
+# seeds (arm influencer_importance); 17.9 +- 3.7 with the core's plain 10-step ownership.
+influencer_potentials = L(InfluencerCriterion)(**_ownership)
