@@ -22,7 +22,7 @@ import json
 import statistics
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -54,10 +54,18 @@ def load_arms(run_folder: Path, option: str) -> Dict[str, List[compare_runs.Run]
     return arms
 
 
-def ab_section(ab_dir: Path, page_dir: Path, figures: Path) -> List[str]:
+def ab_section(ab_dir: Path, page_dir: Path, figures: Path, focus: Sequence[str] = ()) -> List[str]:
     arms = load_arms(ab_dir, "--ab")
+    missing = sorted(set(focus) - set(arms))
+    if missing:
+        raise SystemExit(f"--focus names arms that {ab_dir} does not have: {missing}; it has {sorted(arms)}")
     figures.mkdir(parents=True, exist_ok=True)
     plots = compare_runs.write_plots(arms, figures, REFERENCE)
+    focus_plots = []
+    if focus:  # the same plots for the reference and the named arms only, readable at a glance
+        focused = {arm: runs for arm, runs in arms.items() if arm in focus or arm == REFERENCE}
+        (figures / "focus").mkdir(exist_ok=True)
+        focus_plots = compare_runs.write_plots(focused, figures / "focus", REFERENCE)
     lines = ["## Synthetic Mask2Former A/B", "",
              f"Runs in `{ab_dir}` ({', '.join(f'{a}: {len(r)}' for a, r in sorted(arms.items()))} seeds). "
              "Final = the last evaluation of each run; mean ± standard deviation over seeds.", "",
@@ -96,6 +104,9 @@ def ab_section(ab_dir: Path, page_dir: Path, figures: Path) -> List[str]:
                   f"({', '.join(at_least) or 'none'}); {len(faster)} of {others} reach 90% of it in at most 0.7x "
                   f"its iterations ({', '.join(faster) or 'none'}); every other arm ends below Hungarian.", ""]
     rel = figures.relative_to(page_dir) if figures.is_relative_to(page_dir) else figures
+    if focus_plots:
+        lines += [f"Hungarian and {', '.join(focus)} alone:", ""]
+        lines += [f"![{p.stem}]({rel / 'focus' / p.name})" for p in focus_plots] + ["", "Every arm:", ""]
     lines += [f"![{p.stem}]({rel / p.name})" for p in plots] + ["", PROVENANCE, "", compare_runs.provenance_table(arms), ""]
     return lines
 
@@ -183,6 +194,8 @@ def main(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ab", type=Path, help="tools/run_ab.py output folder")
+    parser.add_argument("--focus", nargs="*", default=[], metavar="ARM",
+                        help="arms of --ab also plotted alone with Hungarian, first")
     parser.add_argument("--screen", type=Path, default=None,
                         help="tools/run_ab.py output folder of short screening runs (diagnostics table)")
     parser.add_argument("--iteration-cost", type=Path, nargs="*", default=[], help="tools/iteration_cost.py JSONs")
@@ -201,7 +214,7 @@ def main(argv=None) -> str:
              f"`{command}` — {info['date']}, commit {git_commit()}, host {info['host']}.", ""]
     page_dir = args.output.parent
     if args.ab:
-        lines += ab_section(args.ab, page_dir, page_dir / args.output.stem / "ab")
+        lines += ab_section(args.ab, page_dir, page_dir / args.output.stem / "ab", args.focus)
     if args.screen:
         lines += screen_section(args.screen)
     if args.iteration_cost:

@@ -1,6 +1,8 @@
 """tools/results_page.py: the page is generated from the artefacts and states the targets."""
 import json
 
+import pytest
+
 from test_compare_runs import write_run
 from tools import results_page
 
@@ -36,7 +38,7 @@ def test_page_from_artefacts(tmp_path):
     screen = tmp_path / "screen"
     write_run(screen / "hungarian_seed0", "hungarian", 0, [(24, 50), (49, 60)], 0.5)
     out = tmp_path / "docs" / "results.md"
-    page = results_page.main(["--ab", str(ab), "--screen", str(screen), "--iteration-cost", str(cost), str(cost), "--small-model", str(small),
+    page = results_page.main(["--ab", str(ab), "--focus", "influencer", "--screen", str(screen), "--iteration-cost", str(cost), str(cost), "--small-model", str(small),
                               "--mask-quality", str(quality), "--output", str(out)])
     assert out.read_text() == page
     lines = {line.split("**")[1]: line for line in page.splitlines() if line.startswith("* **")}
@@ -55,3 +57,14 @@ def test_page_from_artefacts(tmp_path):
     for name in ("ap_vs_iteration", "assignment_diagnostics"):
         assert (tmp_path / "docs" / "results" / "ab" / f"{name}.png").is_file()
         assert f"(results/ab/{name}.png)" in page
+    # --focus: the same plots for Hungarian and the named arm, first
+    assert "Hungarian and influencer alone:" in page
+    assert page.index("(results/ab/focus/ap_vs_iteration.png)") < page.index("(results/ab/ap_vs_iteration.png)")
+    assert (tmp_path / "docs" / "results" / "ab" / "focus" / "ap_vs_iteration.png").is_file()
+
+
+def test_focus_on_an_arm_the_runs_lack_names_it(tmp_path):
+    ab = tmp_path / "ab"
+    write_run(ab / "hungarian_seed0", "hungarian", 0, [(99, 10)], 0.5)
+    with pytest.raises(SystemExit, match="nope"):
+        results_page.main(["--ab", str(ab), "--focus", "nope", "--output", str(tmp_path / "r.md")])
