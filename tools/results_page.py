@@ -107,7 +107,8 @@ def ab_section(ab_dir: Path, page_dir: Path, figures: Path, focus: Sequence[str]
     if focus_plots:
         lines += [f"Hungarian and {', '.join(focus)} alone:", ""]
         lines += [f"![{p.stem}]({rel / 'focus' / p.name})" for p in focus_plots] + ["", "Every arm:", ""]
-    lines += [f"![{p.stem}]({rel / p.name})" for p in plots] + ["", PROVENANCE, "", compare_runs.provenance_table(arms), ""]
+    lines += [f"![{p.stem}]({rel / p.name})" for p in plots]
+    lines += ["", PROVENANCE, "", compare_runs.provenance_table(arms), ""]
     return lines
 
 

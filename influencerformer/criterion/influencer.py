@@ -94,11 +94,11 @@ class InfluencerCriterion(SetCriterionBase):
     queries do (see the core loss); ``exclusion_scale="point"`` weighs every point of the
     exclusion alike (Mask2Former's BCE scale) instead of every instance; ``query_balance > 0``
     biases every image's ownership towards the queries the batch uses least
-    (:func:`query_usage_bias`, from the final layer's plans); ``density_weighted_points`` weighs each dense-input point by the inverse of its sampling
-    density (importance-sampled points 1, as in Mask2Former), so the points drawn inside
-    instances -- up to tens of times denser than the uniform ones inside a small instance -- stop
-    tilting the means over all points (the owner's BCE and dice, the silence) towards "yes"
-    around small instances; ``bce_weight``, ``leak_weight`` and the other
+    (:func:`query_usage_bias`, from the final layer's plans); ``density_weighted_points`` weighs
+    each dense-input point by the inverse of its sampling density (importance-sampled points 1, as
+    in Mask2Former), so the points drawn inside instances -- up to tens of times denser than the
+    uniform ones inside a small instance -- stop tilting the means over all points (the owner's
+    BCE and dice, the silence) towards "yes" around small instances; ``bce_weight``, ``leak_weight`` and the other
     loss keywords go to the core loss.
     """
 

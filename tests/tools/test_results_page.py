@@ -38,7 +38,8 @@ def test_page_from_artefacts(tmp_path):
     screen = tmp_path / "screen"
     write_run(screen / "hungarian_seed0", "hungarian", 0, [(24, 50), (49, 60)], 0.5)
     out = tmp_path / "docs" / "results.md"
-    page = results_page.main(["--ab", str(ab), "--focus", "influencer", "--screen", str(screen), "--iteration-cost", str(cost), str(cost), "--small-model", str(small),
+    page = results_page.main(["--ab", str(ab), "--focus", "influencer", "--screen", str(screen),
+                              "--iteration-cost", str(cost), str(cost), "--small-model", str(small),
                               "--mask-quality", str(quality), "--output", str(out)])
     assert out.read_text() == page
     lines = {line.split("**")[1]: line for line in page.splitlines() if line.startswith("* **")}
