@@ -15,7 +15,7 @@ Two formulations share the claim scores and the repulsion:
 from __future__ import annotations
 
 import math
-from typing import Dict, NamedTuple, Optional, Sequence
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -48,46 +48,66 @@ def _transposed(elementwise, z: Tensor) -> Tensor:
 
 
 class _LogSigmoidStatistics(torch.autograd.Function):
-    """``(W @ logsigmoid(z).T, W @ z.T[, W @ sigmoid(z).T])`` for a constant (R, P) weight matrix ``W``.
+    """Row groups of ``(W @ logsigmoid(z).T, W @ z.T[, W @ sigmoid(z).T])`` for a constant (R, P) ``W``.
 
     Every quantity of the exclusive loss that touches the (Q, P) logits is a weighted mean of
     ``log s`` or of ``softplus(z) = z - log s`` over some points, i.e. a row of the first two
-    products (the optional owner dice also needs means of ``s``). Fusing them keeps the Q x P
-    work to one ``logsigmoid`` and two matmuls forward, one ``sigmoid`` and two matmuls
-    backward (one more of each for ``s``), and saves only ``z`` for backward.
+    products (the owner's dice and the mask cost also need means of ``s``). Fusing them keeps
+    the Q x P work to one ``logsigmoid`` and two matmuls forward and saves only ``z`` for
+    backward. The outputs are split into the row groups of ``group_sizes`` (statistic-major:
+    ``log_1 .. log_G, lin_1 .. lin_G[, sig_1 .. sig_G]``), and backward multiplies only the groups
+    that received a gradient: a group the loss reads detached -- the claims, when only the
+    detached ownership sees them -- costs no (P, Q) product.
     """
 
     @staticmethod
-    def forward(ctx, logits: Tensor, weights: Tensor, with_sigmoid: bool = False):
+    def forward(ctx, logits: Tensor, weights: Tensor, group_sizes: Tuple[int, ...], with_sigmoid: bool = False):
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(logits, weights)
-        ctx.with_sigmoid = with_sigmoid
-        stats = (weights @ _transposed(F.logsigmoid, logits), weights @ logits.transpose(0, 1))
+        ctx.group_sizes = group_sizes
+        stats = [weights @ _transposed(F.logsigmoid, logits), weights @ logits.transpose(0, 1)]
         if with_sigmoid:
-            stats += (weights @ _transposed(torch.sigmoid, logits),)
-        return stats
+            stats.append(weights @ _transposed(torch.sigmoid, logits))
+        return tuple(part.clone() for stat in stats for part in stat.split(group_sizes))
 
     @staticmethod
-    def backward(ctx, grad_log: Tensor, grad_lin: Tensor, grad_sig: Optional[Tensor] = None):
+    def backward(ctx, *grads: Optional[Tensor]):
         logits, weights = ctx.saved_tensors
-        grad_sig = grad_sig if ctx.with_sigmoid else None
+        sizes = ctx.group_sizes
+        ends = [sum(sizes[:g + 1]) for g in range(len(sizes))]
         # (R, Q) output grads -> (Q, P) grads through (R, P) weights. For (P, Q)-major logits (the
         # 2D criterion's point sampler gives them so) build the transposed products, so the
         # gradient has that layout too; a (Q, P)-major one would be copied with a transpose on
         # its way back through the sampler.
         points_major = logits.transpose(0, 1).is_contiguous()
         if points_major:
-            logits, lhs = logits.transpose(0, 1), weights.transpose(0, 1)  # (P, Q), (P, R)
+            logits = logits.transpose(0, 1)  # (P, Q)
 
-            def through_weights(g: Tensor) -> Tensor:
-                return lhs @ g
-        else:
-            def through_weights(g: Tensor) -> Tensor:
-                return g.transpose(0, 1) @ weights
-        sig_neg = torch.sigmoid(-logits)  # d logsigmoid(z) / dz
-        grad = sig_neg * through_weights(grad_log) + through_weights(grad_lin)
-        if grad_sig is not None:
-            grad.addcmul_(sig_neg * (1.0 - sig_neg), through_weights(grad_sig))  # ds/dz = s(1 - s)
-        return (grad.transpose(0, 1) if points_major else grad), None, None
+        def through_weights(group_grads) -> Optional[Tensor]:
+            used = [g for g, grad in enumerate(group_grads) if grad is not None and sizes[g] > 0]
+            if not used:
+                return None
+            if used == list(range(used[0], used[-1] + 1)):  # adjacent groups: a view of the rows
+                rows = weights[ends[used[0]] - sizes[used[0]]:ends[used[-1]]]
+            else:
+                rows = torch.cat([weights[ends[g] - sizes[g]:ends[g]] for g in used])
+            grad = torch.cat([group_grads[g] for g in used])
+            return rows.transpose(0, 1) @ grad if points_major else grad.transpose(0, 1) @ rows
+
+        num_groups = len(sizes)
+        grad_log, grad_lin, grad_sig = (through_weights(grads[i:i + num_groups]) if i < len(grads) else None
+                                        for i in range(0, 3 * num_groups, num_groups))
+        grad = grad_lin
+        if grad_log is not None or grad_sig is not None:
+            sig_neg = torch.sigmoid(-logits)  # d logsigmoid(z) / dz
+            if grad_log is not None:
+                grad = sig_neg * grad_log if grad is None else grad.addcmul_(sig_neg, grad_log)
+            if grad_sig is not None:
+                ds = sig_neg * (1.0 - sig_neg)  # ds/dz = s(1 - s)
+                grad = ds * grad_sig if grad is None else grad.addcmul_(ds, grad_sig)
+        if grad is None:
+            return None, None, None, None
+        return (grad.transpose(0, 1) if points_major else grad), None, None, None
 
 
 def sinkhorn_ownership(claims: Tensor, dustbin: Tensor, temperature: float, num_iters: int,
@@ -201,8 +221,9 @@ def profile_repulsion(claims: Tensor, margin: float) -> Tensor:
 class InfluencerTargets(NamedTuple):
     """GT-only quantities of the exclusive loss, computed once per image and reused by every layer.
 
-    ``weights`` (R, P): rows are the claim means (K), the exclusive-point means (K, or none when
-    the masks are disjoint: they equal the claim rows), the background mean and the mean.
+    ``weights`` (R, P): rows are the claim means (K), the mean over all points, the background
+    mean and the exclusive-point means (K, or none when the masks are disjoint: they equal the
+    claim rows) -- in :meth:`row_groups` of sizes (K, 1, 1[, K]).
     """
 
     weights: Tensor
@@ -213,6 +234,11 @@ class InfluencerTargets(NamedTuple):
     areas: Tensor  # (K,) point count of each kept instance (weighted, when the points are)
     exclusive_areas: Tensor  # (K,) the same, of the points of each instance that no other covers
     point_mass: Tensor  # () the point count P (the total weight, when the points are weighted)
+
+    def row_groups(self) -> Tuple[int, ...]:
+        """Sizes of the row groups of ``weights``: claims, mean, background[, exclusive]."""
+        exclusive = (self.num_instances,) if self.exclusive_rows else ()
+        return (self.num_instances, 1, 1) + exclusive
 
 
 def prepare_influencer_targets(target_masks: Tensor, dtype: Optional[torch.dtype] = None,
@@ -239,23 +265,23 @@ def prepare_influencer_targets(target_masks: Tensor, dtype: Optional[torch.dtype
     masks = all_masks[kept]
     num_inst = masks.shape[0]
     weighted = masks * point_weights
-    rows = [weighted / weighted.sum(1, keepdim=True).clamp(min=1e-6)]
     exclusive_rows = 0
     exclusive_areas = weighted.sum(dim=1)
+    exclusive = []
     if num_inst > 0:
         coverage = masks.sum(dim=0)
         background = 1.0 - masks.amax(dim=0)
         if bool((coverage > 1.0).any()):
-            exclusive = weighted * (coverage <= 1.0)
-            exclusive_areas = exclusive.sum(dim=1)
-            rows.append(exclusive / exclusive_areas[:, None].clamp(min=1e-6))
-            exclusive_rows = num_inst
+            only_here = weighted * (coverage <= 1.0)
+            exclusive_areas = only_here.sum(dim=1)
+            exclusive = [only_here / exclusive_areas[:, None].clamp(min=1e-6)]
+            exclusive_rows = num_inst + 2
     else:
         background = all_masks.new_ones(num_points)
     weighted_background = background * point_weights
     point_mass = point_weights.sum()
-    rows += [(weighted_background / weighted_background.sum().clamp(min=1e-6))[None],
-             (point_weights / point_mass)[None]]
+    rows = [weighted / weighted.sum(1, keepdim=True).clamp(min=1e-6), (point_weights / point_mass)[None],
+            (weighted_background / weighted_background.sum().clamp(min=1e-6))[None]] + exclusive
     return InfluencerTargets(torch.cat(rows), num_inst, exclusive_rows, kept, background, weighted.sum(dim=1),
                              exclusive_areas, point_mass)
 
@@ -445,7 +471,7 @@ def mask_influencer_loss(
         claims = weights[:num_inst] @ F.logsigmoid(mask_logits).transpose(0, 1)  # (K, Q)
         attractive = (-temperature * torch.logsumexp(claims / temperature, dim=1)).mean() if num_inst else zero
         repulsive = profile_repulsion(claims, rep_margin) if num_inst > 1 else zero
-        bg_term = (weights[-2] @ torch.sigmoid(mask_logits).transpose(0, 1)).mean()
+        bg_term = (weights[num_inst + 1] @ torch.sigmoid(mask_logits).transpose(0, 1)).mean()
         loss = attr_weight * attractive + rep_weight * repulsive + bg_weight * bg_term
         out = {"loss": loss, "attractive": attractive.detach(), "repulsive": repulsive.detach(),
                "background": bg_term.detach()}
@@ -454,24 +480,28 @@ def mask_influencer_loss(
         return out
 
     # "exclusive": every term >= 0, all zero exactly at the one-to-one assignment.
-    stats = _LogSigmoidStatistics.apply(mask_logits, weights, dice_weight > 0 or ownership_mask_cost > 0)
-    stats_log, stats_lin = stats[0], stats[1]
-    claims = stats_log[:num_inst]  # (K, Q) log geometric means
-    mean_softplus = stats_lin - stats_log  # (R, Q): weighted means of softplus(z) = -log(1 - s)
-    first_excl = targets.exclusive_rows
-    exclusive_mean = mean_softplus[first_excl:first_excl + num_inst]  # (K, Q) on k's own points
+    groups = targets.row_groups()
+    with_sigmoid = dice_weight > 0 or ownership_mask_cost > 0
+    parts = _LogSigmoidStatistics.apply(mask_logits, weights, groups, with_sigmoid)
+    log_parts, lin_parts = parts[:len(groups)], parts[len(groups):2 * len(groups)]
+    claims = log_parts[0]  # (K, Q) log geometric means
+    # weighted means of softplus(z) = -log(1 - s), per row group; rows of the mean and the
+    # background are (1, Q)
+    claims_softplus, mean_softplus, bg_softplus = (lin - log for lin, log in zip(lin_parts[:3], log_parts[:3]))
+    mean_softplus, bg_mean = mean_softplus[0], bg_softplus[0]  # (Q,) each
+    # on each instance's own points (the claim rows when no instance overlaps another)
+    exclusive_mean = lin_parts[3] - log_parts[3] if len(groups) > 3 else claims_softplus  # (K, Q)
     # Summed over queries like the exclusion: each query's "no" on the background weighs as much
     # as its "no" on an instance it does not own (a mean over queries made it Q times weaker).
-    bg_mean = mean_softplus[-2]  # (Q,)
     if objectness_background:
         bg_mean = bg_mean * query_objectness
     # with free_non_owners each query's weight comes from the plan (below); with no instance every
     # query is in the dustbin and the term is 0
     bg_term = zero if free_non_owners else bg_mean.sum()
-    silence = -mean_softplus[-1]  # (Q,) log geometric mean of "no" over all points
+    silence = -mean_softplus  # (Q,) log geometric mean of "no" over all points
     if num_inst == 0:
-        out = {"loss": bg_weight * bg_term, "attractive": zero.detach(), "repulsive": zero.detach(),
-               "background": bg_term.detach(), "exclusion": zero.detach()}
+        out = {"loss": _weighted_sum([(bg_weight, bg_term)], zero), "attractive": zero.detach(),
+               "repulsive": zero.detach(), "background": bg_term.detach(), "exclusion": zero.detach()}
         if dice_weight > 0:
             out["dice"] = zero.detach()
         if bce_weight > 0:
@@ -483,30 +513,33 @@ def mask_influencer_loss(
             out["dustbin_ownership"] = mask_logits.new_ones(num_queries).detach()
         return out
 
-    # Per-pair (K, Q) mask costs of Mask2Former, from rows of ``stats``, computed once when the
-    # owner's terms or the ownership need them.
-    num_points = targets.point_mass.to(stats_lin.dtype)  # P, or the total weight of weighted points
+    # Per-pair (K, Q) mask costs of Mask2Former, from rows of the statistics, computed once when
+    # the owner's terms or the ownership need them.
+    num_points = targets.point_mass.to(claims.dtype)  # P, or the total weight of weighted points
+    areas = targets.areas.to(claims.dtype)[:, None]  # (K, 1)
     pair_bce = pair_dice = None
     if bce_weight > 0 or ownership_mask_cost > 0:
         # BCE(z, y) = softplus(z) - y z: its mean over all points is the mean softplus minus
         # (area / P) times the mean logit on the instance.
-        area_share = targets.areas.to(stats_lin.dtype)[:, None] / num_points
-        pair_bce = mean_softplus[-1][None, :] - area_share * stats_lin[:num_inst]
-    if dice_weight > 0 or ownership_mask_cost > 0:  # dice loss, +1 smoothed
-        mean_prob = stats[2]  # (R, Q) weighted means of s
-        overlap = targets.areas.to(mean_prob.dtype)[:, None] * mean_prob[:num_inst]  # sum_{p in k} s
-        total = mean_prob[-1] * num_points  # sum_p s, (Q,)
-        pair_dice = 1.0 - (2.0 * overlap + 1.0) / (total[None, :] + targets.areas[:, None] + 1.0)
+        pair_bce = mean_softplus[None, :] - areas / num_points * lin_parts[0]
+    if with_sigmoid:  # dice loss, +1 smoothed
+        sig_parts = parts[2 * len(groups):]  # weighted means of s
+        overlap = areas * sig_parts[0]  # sum_{p in k} s, (K, Q)
+        total = sig_parts[1][0] * num_points  # sum_p s, (Q,)
+        pair_dice = 1.0 - (2.0 * overlap + 1.0) / (total[None, :] + areas + 1.0)
 
-    own_claims = claims
+    # What the ownership sees. A detached ownership is a constant of the loss (as a matcher's
+    # assignment is): its scores are taken detached, so the plan builds no graph.
+    plan_input = (lambda t: t.detach()) if detach_ownership else (lambda t: t)
+    own_claims = plan_input(claims)
     if ownership_bias is not None:
         if ownership_bias.shape != (targets.kept.shape[0], num_queries):
             raise ValueError(f"ownership_bias must be (K, Q) = ({targets.kept.shape[0]}, {num_queries}); "
                              f"got {tuple(ownership_bias.shape)}")
-        own_claims = claims + ownership_bias.detach().to(claims.dtype)[targets.kept]
-    own_silence = silence
+        own_claims = own_claims + ownership_bias.detach().to(claims.dtype)[targets.kept]
+    own_silence = plan_input(silence)
     if ownership_mask_cost > 0:
-        own_claims = own_claims - ownership_mask_cost * (pair_bce + pair_dice)
+        own_claims = own_claims - ownership_mask_cost * plan_input(pair_bce + pair_dice)
     if claim_floor is not None:
         # Scores below the floor are equal for the ownership: a silent query (g -> -inf) stays a
         # candidate, so the normalisation can enforce query capacity in a few iterations and an
@@ -522,9 +555,10 @@ def mask_influencer_loss(
         own_claims, own_silence = own_claims * scale, own_silence * scale
     log_own = sinkhorn_ownership(own_claims, own_silence, temperature, sinkhorn_iters, anneal_ownership)
     own = log_own[:num_inst].exp()  # (K, Q), rows sum to 1
-    if detach_ownership:
-        own = own.detach()
-    attractive = -(own * claims).sum(dim=1).mean()
+    # A term of weight 0 is computed from detached inputs (its value is still reported), so that
+    # no statistic it reads gets a backward product.
+    live = lambda term_weight, t: t if term_weight else t.detach()  # noqa: E731
+    attractive = -(own * live(attr_weight, claims)).sum(dim=1).mean()
     # Exclusion on each instance's exclusive points: every non-owner must say "no" there.
     weight = 1.0 - own
     if exclusion == "share":
@@ -547,27 +581,27 @@ def mask_influencer_loss(
         bg_term = (bg_mean * owned_mass).sum()
     if exclusion_scale == "point":
         exclusive_mean = exclusive_mean * (targets.exclusive_areas.to(exclusive_mean.dtype) / num_points)[:, None]
-    exclusion_term = (weight * exclusive_mean).sum(dim=1).mean()
-    repulsive = profile_repulsion(claims, rep_margin) if num_inst > 1 else zero
-    loss = (attr_weight * attractive + rep_weight * repulsive + bg_weight * bg_term
-            + excl_weight * exclusion_term)
-    out = {"loss": loss, "attractive": attractive.detach(), "repulsive": repulsive.detach(),
+    exclusion_term = (live(excl_weight, weight) * live(excl_weight, exclusive_mean)).sum(dim=1).mean()
+    repulsive = profile_repulsion(live(rep_weight, claims), rep_margin) if num_inst > 1 else zero
+    bg_term = live(bg_weight, bg_term)
+    terms = [(attr_weight, attractive), (rep_weight, repulsive), (bg_weight, bg_term), (excl_weight, exclusion_term)]
+    out = {"attractive": attractive.detach(), "repulsive": repulsive.detach(),
            "background": bg_term.detach(), "exclusion": exclusion_term.detach()}
     if dice_weight > 0:
         dice_term = (own * pair_dice).sum(dim=1).mean()
-        out["loss"] = out["loss"] + dice_weight * dice_term
+        terms.append((dice_weight, dice_term))
         out["dice"] = dice_term.detach()
     if bce_weight > 0:
         bce_term = (own * pair_bce).sum(dim=1).mean()
-        out["loss"] = out["loss"] + bce_weight * bce_term
+        terms.append((bce_weight, bce_term))
         out["bce"] = bce_term.detach()
     if leak_weight > 0:
         # sum of softplus outside k = sum over all points - sum over k's points, per unit of k's area
-        areas = targets.areas.to(mean_softplus.dtype)[:, None]
-        outside = num_points * mean_softplus[-1][None, :] - areas * mean_softplus[:num_inst]
+        outside = num_points * mean_softplus[None, :] - areas * claims_softplus
         leak_term = (own * outside.clamp(min=0.0) / areas).sum(dim=1).mean()
-        out["loss"] = out["loss"] + leak_weight * leak_term
+        terms.append((leak_weight, leak_term))
         out["leak"] = leak_term.detach()
+    out["loss"] = _weighted_sum(terms, zero)
     if return_ownership:
         out["ownership"] = full_rows(own)
         if log_own.shape[0] > num_inst:
@@ -575,6 +609,15 @@ def mask_influencer_loss(
         else:
             out["dustbin_ownership"] = (1.0 - own.sum(dim=0)).clamp(min=0.0).detach()
     return out
+
+
+def _weighted_sum(terms, zero: Tensor) -> Tensor:
+    """``zero + sum(weight * term)`` over the terms of non-zero weight (``zero`` keeps the graph)."""
+    total = zero
+    for term_weight, term in terms:
+        if term_weight:
+            total = total + term_weight * term
+    return total
 
 
 class MaskInfluencerLoss(nn.Module):

@@ -232,6 +232,49 @@ def test_detached_ownership_only_pulls_each_query_by_its_ownership(tiny):
     assert (grads[False] > 0).any()  # the undetached version pushes some claimants away
 
 
+MATCHER_FREE_DEFAULT = dict(attr_weight=0.0, rep_weight=0.0, bg_weight=0.0, excl_weight=0.0, bce_weight=1.0,
+                            dice_weight=1.0, ownership_mask_cost=5.0, anneal_ownership=True, sinkhorn_iters=40)
+
+
+@pytest.mark.parametrize("points_major", [False, True], ids=["qp-memory", "pq-memory"])
+@pytest.mark.parametrize("options,terms", [
+    (MATCHER_FREE_DEFAULT, ("bce", "dice")),
+    (dict(rep_weight=0.0, excl_weight=0.0, bg_weight=0.5), ("attractive", "background")),
+], ids=["matcher-free-default", "attraction-and-background"])
+def test_detached_ownership_gradient_is_that_of_the_live_terms(options, terms, points_major):
+    """With the ownership detached and some potentials at weight 0, the gradient is that of the
+    terms of non-zero weight at constant ownership, written here with plain autograd (the fused
+    statistics skip the products of the statistics only the ownership or a zero-weight term
+    reads). Instance 1 overlaps instance 0, so the exclusive rows exist too."""
+    from influencerformer.losses.mask import pairwise_dice_cost, pairwise_sigmoid_ce_cost
+    gen = torch.Generator().manual_seed(11)
+    z = torch.randn(5, 40, generator=gen, dtype=torch.float64) * 2
+    masks = torch.zeros(3, 40, dtype=torch.float64)
+    masks[0, :10], masks[1, 6:20], masks[2, 25:28] = 1, 1, 1
+    leaf = (z.T.contiguous() if points_major else z.clone()).requires_grad_(True)
+    x = leaf.T if points_major else leaf
+    out = mask_influencer_loss(x, masks, return_ownership=True, **options)
+    grad, = torch.autograd.grad(out["loss"], leaf)
+    own = out["ownership"]
+    plain = {
+        "bce": lambda y: (own * pairwise_sigmoid_ce_cost(y, masks).T).sum(1).mean(),
+        "dice": lambda y: (own * pairwise_dice_cost(y, masks).T).sum(1).mean(),
+        "attractive": lambda y: -(own * ((masks / masks.sum(1, keepdim=True)) @ torch.nn.functional.logsigmoid(y).T)
+                                  ).sum(1).mean(),
+        "background": lambda y: torch.nn.functional.softplus(y[:, masks.sum(0) == 0]).mean(1).sum(),
+    }
+    weights = {"bce": options.get("bce_weight"), "dice": options.get("dice_weight"),
+               "attractive": options.get("attr_weight", 1.0), "background": options.get("bg_weight")}
+    y = z.clone().requires_grad_(True)
+    reference = sum(weights[name] * plain[name](y) for name in terms)
+    expected, = torch.autograd.grad(reference, y)
+    assert torch.allclose(grad.T if points_major else grad, expected, rtol=1e-9, atol=1e-12)
+    assert out["loss"].item() == pytest.approx(reference.item(), rel=1e-9)
+    # the zero-weight potentials are still reported
+    assert {"attractive", "repulsive", "background", "exclusion"} <= set(out)
+    assert out["exclusion"].item() > 0
+
+
 @pytest.mark.parametrize("num_inst,num_queries", SIZES)
 def test_ownership_bias_moves_the_ownership_not_the_minimum(num_inst, num_queries):
     """A bias on the ownership's scores (class evidence) leaves the ideal strictly lowest: it cannot
@@ -402,7 +445,8 @@ def test_prepared_targets_and_overlapping_masks():
     masks[1, 8:20] = 1  # overlaps instance 0 on points 8, 9
     masks[2, 20:24] = 1
     prepared = prepare_influencer_targets(masks, torch.float64)
-    assert prepared.exclusive_rows == 3  # overlap detected: separate exclusive rows
+    # overlap detected: separate exclusive rows, after the claims, the mean and the background
+    assert prepared.row_groups() == (3, 1, 1, 3) and prepared.exclusive_rows == 5
     out = mask_influencer_loss(z, masks, return_ownership=True, exclusion="share")
     again = mask_influencer_loss(z, masks, targets=prepared, return_ownership=True, exclusion="share")
     assert out["loss"].item() == again["loss"].item()
@@ -412,7 +456,8 @@ def test_prepared_targets_and_overlapping_masks():
     blame = excl_mean / excl_mean.sum(1, keepdim=True)
     expected = ((1 - out["ownership"]) * blame * -excl_mean).sum(1).mean()
     assert out["exclusion"].item() == pytest.approx(expected.item(), rel=1e-9)
-    assert prepare_influencer_targets(masks[[0, 2]], torch.float64).exclusive_rows == 0
+    disjoint = prepare_influencer_targets(masks[[0, 2]], torch.float64)
+    assert disjoint.exclusive_rows == 0 and disjoint.row_groups() == (2, 1, 1)
     with pytest.raises(ValueError, match="points"):
         mask_influencer_loss(z[:, :29], masks[:, :29], targets=prepared)
 
