@@ -18,15 +18,24 @@ def float32_no_autocast(fn: F) -> F:
     """
 
     def cast(value):
+        if type(value) in (list, tuple):  # a sequence of per-problem tensors (not a NamedTuple)
+            return [cast(v) for v in value]
         if isinstance(value, Tensor) and value.is_floating_point() and value.dtype != torch.float64:
             return value.float()
         return value
+
+    def tensors(values):
+        for value in values:
+            if type(value) in (list, tuple):
+                yield from tensors(value)
+            elif isinstance(value, Tensor):
+                yield value
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         args = [cast(a) for a in args]
         kwargs = {k: cast(v) for k, v in kwargs.items()}
-        device_types = {a.device.type for a in list(args) + list(kwargs.values()) if isinstance(a, Tensor)}
+        device_types = {t.device.type for t in tensors(list(args) + list(kwargs.values()))}
         with _autocast_disabled(device_types):
             return fn(*args, **kwargs)
 

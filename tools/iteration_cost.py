@@ -11,6 +11,8 @@ synthetic inputs -- ``--batch`` images of ``--size`` pixels with COCO-like insta
 sizes -- split into: network forward, criterion forward, criterion backward (gradients down to
 the network's outputs), network backward, optimiser step (with the config's gradient clipping).
 Round-robin over the configs, median over iterations; CUDA is synchronised between phases.
+Also counts the operators one criterion forward + backward dispatches (``criterion ops``): on a
+GPU most are a kernel launch each, whose host cost the timings of a CPU run do not show.
 Needs detectron2 (the COCO model's backbone).
 """
 from __future__ import annotations
@@ -59,6 +61,16 @@ def coco_like_targets(batch: int, size: int, num_classes: int, seed: int, device
     return targets
 
 
+def count_dispatched_ops(fn) -> int:
+    """ATen operators ``fn()`` dispatches that call no other ATen operator. On a GPU most of them
+    are one kernel launch each, and launching costs host time whatever the tensor sizes: a
+    count that does not depend on the machine's speed or load."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(1 for event in prof.events() if event.name.startswith("aten::")
+               and not any(child.name.startswith("aten::") for child in event.cpu_children))
+
+
 class Arm:
     def __init__(self, config_file: str, device: str, overrides: List[str]):
         from detectron2.config import LazyConfig, instantiate
@@ -103,6 +115,16 @@ class Arm:
             for phase, start, end in zip(PHASES, stamps, stamps[1:]):
                 self.times[phase].append(end - start)
 
+    def criterion_ops(self, images: torch.Tensor, targets: List[Dict]) -> int:
+        """Operators one criterion forward + backward (to the network's outputs) dispatches."""
+        outputs = self.model.predict(images)
+
+        def criterion_step():
+            losses = self.criterion(outputs, targets)
+            loss = sum(self.criterion.weight_dict[k] * v for k, v in losses.items())
+            torch.autograd.grad(loss, output_tensors(outputs), allow_unused=True)
+        return count_dispatched_ops(criterion_step)
+
     def summary(self) -> Dict[str, float]:
         med = {p: statistics.median(v) for p, v in self.times.items()}
         med["total"] = sum(med[p] for p in PHASES)
@@ -140,17 +162,18 @@ def main(argv=None) -> Dict:
     for step in range(args.warmup + args.iters):  # round robin: drift hits every config alike
         for arm in arms:
             arm.iteration(images, targets, record=step >= args.warmup)
-    results = {arm.name: arm.summary() for arm in arms}
+    results = {arm.name: dict(arm.summary(), criterion_ops=arm.criterion_ops(images, targets)) for arm in arms}
     reference = results.get("hungarian", next(iter(results.values())))
     header = ("| config | forward | criterion fwd | criterion bwd | network bwd | optimiser | iteration | "
-              "criterion share | criterion / hungarian's |")
+              "criterion share | criterion / hungarian's | criterion ops | ops / hungarian's |")
     print(f"{args.device}, {args.batch} x {size}x{size}, instances per image "
           f"{[int(t['labels'].numel()) for t in targets]}, median of {args.iters} iterations (seconds)")
     print(header)
-    print("|---" * 9 + "|")
+    print("|---" * 11 + "|")
     for name, r in results.items():
         print(f"| {name} | " + " | ".join(f"{r[p]:.3f}" for p in PHASES) + f" | {r['total']:.3f} | "
-              f"{100 * r['criterion_share']:.1f}% | {r['criterion'] / reference['criterion']:.2f}x |")
+              f"{100 * r['criterion_share']:.1f}% | {r['criterion'] / reference['criterion']:.2f}x | "
+              f"{r['criterion_ops']} | {r['criterion_ops'] / reference['criterion_ops']:.2f}x |")
     report = {
         "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
         "machine": machine_info([torch.device(args.device)]), "device": args.device, "batch": args.batch, "size": size,

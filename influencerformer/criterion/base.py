@@ -190,6 +190,15 @@ class SetCriterionBase(nn.Module):
                       cache: dict) -> Dict[str, Tensor]:
         raise NotImplementedError
 
+    def _all_layer_losses(self, layers: List[LayerPredictions], targets: List[Dict[str, Tensor]],
+                          num_masks: Tensor) -> List[Dict[str, Tensor]]:
+        """Each layer's terms, final layer first, one :meth:`_layer_losses` call per layer sharing a
+        cache (GT-side work); sets ``last_assignments`` to the final layer's (K, Q) assignments."""
+        cache: dict = {}
+        per_layer = [self._layer_losses(preds, targets, num_masks, cache) for preds in layers]
+        self.last_assignments = cache.get("assignments", [])
+        return per_layer
+
     @float32_no_autocast
     def forward(self, outputs: Mapping, targets: Sequence[Mapping]) -> Dict[str, Tensor]:
         if not isinstance(outputs, Mapping):
@@ -204,11 +213,10 @@ class SetCriterionBase(nn.Module):
         device = final.logits[0].device
         num_masks = torch.as_tensor(float(sum(t["labels"].numel() for t in checked)), device=device)
         num_masks = reduce_mean_over_workers(num_masks).clamp(min=1.0)
-        cache: dict = {}
-        losses = self._layer_losses(final, checked, num_masks, cache)
-        self.last_assignments = cache.get("assignments", [])
-        for preds, suffix in layers:
-            for key, value in self._layer_losses(preds, checked, num_masks, cache).items():
+        per_layer = self._all_layer_losses([final] + [preds for preds, _ in layers], checked, num_masks)
+        losses = dict(per_layer[0])
+        for (_, suffix), layer_losses in zip(layers, per_layer[1:]):
+            for key, value in layer_losses.items():
                 losses[key + suffix] = value
         for key in losses:
             if key not in self.weight_dict:

@@ -178,41 +178,53 @@ class InfluencerCriterion(SetCriterionBase):
         # B x (Q, P); every layer reuses the sampler
         return cache["sampler"].per_image(preds.masks), cache["point_targets"]
 
-    def _layer_losses(self, preds: LayerPredictions, targets, num_masks: Tensor, cache: dict) -> Dict[str, Tensor]:
-        point_logits, point_targets = self._points(preds, targets, cache)
-        if "prepared" not in cache:  # GT-only, shared by every decoder layer
-            weights = cache.get("point_weights") or [None] * len(point_targets)
-            cache["prepared"] = [prepare_influencer_targets(t, point_weights=w) for t, w in zip(point_targets, weights)]
-        biases = [None] * len(targets)
-        if self.class_ownership_weight > 0:
-            biases = [self.class_ownership_weight * self.class_evidence(cls, t["labels"])
-                      for cls, t in zip(preds.logits, targets)]
-        if self.query_balance > 0:
-            if "usage_bias" not in cache:  # from the first (final) layer's plans, for every layer
-                with torch.no_grad():
-                    plans = [mask_influencer_loss(lg.detach(), tgt, return_ownership=True, targets=prep,
-                                                  ownership_bias=bias, **self.loss_kwargs)["ownership"]
-                             for lg, tgt, prep, bias in zip(point_logits, point_targets, cache["prepared"], biases)]
-                temperature = resolve_temperature(self.formulation, self.loss_kwargs["temperature"])
-                cache["usage_bias"] = query_usage_bias(plans, temperature, self.query_balance)
-            usage = cache["usage_bias"]
-            biases = [usage.to(tgt.device).expand(tgt.shape[0], -1) if bias is None else bias + usage.to(bias.device)
-                      for bias, tgt in zip(biases, point_targets)]
-        objectness = [None] * len(targets)
+    def _all_layer_losses(self, layers: List[LayerPredictions], targets, num_masks: Tensor) -> List[Dict[str, Tensor]]:
+        """Every layer's terms from one call of the core loss over all (layer, image) problems, so
+        that their ownership plans are computed together (one batched Sinkhorn per step)."""
+        cache: dict = {}
+        inputs = []  # per layer: B x (Q, P) logits, B x (K, P) targets, B ownership biases
+        for preds in layers:
+            point_logits, point_targets = self._points(preds, targets, cache)
+            if "prepared" not in cache:  # GT-only, shared by every decoder layer
+                weights = cache.get("point_weights") or [None] * len(point_targets)
+                cache["prepared"] = [prepare_influencer_targets(t, point_weights=w)
+                                     for t, w in zip(point_targets, weights)]
+            biases = [None] * len(targets)
+            if self.class_ownership_weight > 0:
+                biases = [self.class_ownership_weight * self.class_evidence(cls, t["labels"])
+                          for cls, t in zip(preds.logits, targets)]
+            inputs.append((point_logits, point_targets, biases))
+        if self.query_balance > 0:  # from the final layer's plans, for every layer
+            point_logits, point_targets, biases = inputs[0]
+            with torch.no_grad():
+                plans = [out["ownership"] for out in mask_influencer_loss(
+                    [lg.detach() for lg in point_logits], point_targets, targets=cache["prepared"],
+                    ownership_bias=biases, return_ownership=True, **self.loss_kwargs)]
+            temperature = resolve_temperature(self.formulation, self.loss_kwargs["temperature"])
+            usage = query_usage_bias(plans, temperature, self.query_balance)
+            inputs = [(lgs, tgts, [usage.to(t.device).expand(t.shape[0], -1) if b is None else b + usage.to(b.device)
+                                   for b, t in zip(bs, tgts)]) for lgs, tgts, bs in inputs]
+        objectness = [[None] * len(targets)] * len(layers)
         if self.objectness_exclusion:
-            objectness = [query_objectness(cls) for cls in preds.logits]
-        per_image = [mask_influencer_loss(lg, tgt, return_ownership=True, targets=prep, ownership_bias=bias,
-                                          query_objectness=obj, **self.loss_kwargs)
-                     for lg, tgt, prep, bias, obj in zip(point_logits, point_targets, cache["prepared"], biases,
-                                                         objectness)]
-        if self.formulation == "original":
-            assignments = [hard_owners(out["ownership"]) for out in per_image]
-        else:
-            assignments = [out["ownership"] for out in per_image]
-        if "assignments" not in cache:
-            cache["assignments"] = assignments
-            self.last_stats = {key: torch.stack([out[key] for out in per_image]).mean()
-                               for key in per_image[0] if key not in ("loss", "ownership", "dustbin_ownership")}
-        losses = {"loss_influencer": torch.stack([out["loss"] for out in per_image]).mean()}
-        losses.update(self.shared_terms(preds, targets, assignments, point_logits, point_targets))
-        return losses
+            objectness = [[query_objectness(cls) for cls in preds.logits] for preds in layers]
+        flat = mask_influencer_loss(
+            [lg for lgs, _, _ in inputs for lg in lgs], [t for _, tgts, _ in inputs for t in tgts],
+            targets=cache["prepared"] * len(layers), ownership_bias=[b for _, _, bs in inputs for b in bs],
+            query_objectness=[o for per_image in objectness for o in per_image], return_ownership=True,
+            **self.loss_kwargs)
+        batch = len(targets)
+        per_layer = []
+        for index, (preds, (point_logits, point_targets, _)) in enumerate(zip(layers, inputs)):
+            per_image = flat[index * batch:(index + 1) * batch]
+            if self.formulation == "original":
+                assignments = [hard_owners(out["ownership"]) for out in per_image]
+            else:
+                assignments = [out["ownership"] for out in per_image]
+            if index == 0:
+                self.last_assignments = assignments
+                self.last_stats = {key: torch.stack([out[key] for out in per_image]).mean()
+                                   for key in per_image[0] if key not in ("loss", "ownership", "dustbin_ownership")}
+            losses = {"loss_influencer": torch.stack([out["loss"] for out in per_image]).mean()}
+            losses.update(self.shared_terms(preds, targets, assignments, point_logits, point_targets))
+            per_layer.append(losses)
+        return per_layer

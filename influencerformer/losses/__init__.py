@@ -11,6 +11,7 @@ from influencerformer.losses.influencer import (
     query_usage_bias,
     resolve_temperature,
     sinkhorn_ownership,
+    batched_sinkhorn_ownership,
 )
 from influencerformer.losses.mask import (
     dice_loss,
@@ -20,7 +21,9 @@ from influencerformer.losses.mask import (
 )
 
 __all__ = [
-    "FORMULATIONS", "InfluencerTargets", "prepare_influencer_targets", "MaskInfluencerLoss", "claim_scores", "mask_influencer_loss", "profile_repulsion",
-    "query_usage_bias", "resolve_temperature", "sinkhorn_ownership", "CondensationInfluencerLoss", "condensation_influencer_loss", "dice_loss",
-    "pairwise_dice_cost", "pairwise_sigmoid_ce_cost", "sigmoid_ce_loss",
+    "FORMULATIONS", "InfluencerTargets", "prepare_influencer_targets", "MaskInfluencerLoss",
+    "claim_scores", "mask_influencer_loss", "profile_repulsion", "query_usage_bias",
+    "resolve_temperature", "sinkhorn_ownership", "batched_sinkhorn_ownership",
+    "CondensationInfluencerLoss", "condensation_influencer_loss", "dice_loss", "pairwise_dice_cost",
+    "pairwise_sigmoid_ce_cost", "sigmoid_ce_loss",
 ]

@@ -15,7 +15,7 @@ Two formulations share the claim scores and the repulsion:
 from __future__ import annotations
 
 import math
-from typing import Dict, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -133,34 +133,70 @@ def sinkhorn_ownership(claims: Tensor, dustbin: Tensor, temperature: float, num_
         (K + d, Q) log ownership, d = 1 if a dustbin row is present else 0; each of the first
         K rows sums to 1 (exactly: the last normalisation is over rows).
     """
-    num_inst, num_queries = claims.shape
+    return batched_sinkhorn_ownership([claims], [dustbin], temperature, num_iters, anneal)[0]
+
+
+def batched_sinkhorn_ownership(claims: Sequence[Tensor], dustbins: Sequence[Tensor], temperature: float,
+                               num_iters: int, anneal: bool = False) -> List[Tensor]:
+    """:func:`sinkhorn_ownership` of independent problems (the images and decoder layers of a step) at once.
+
+    Args:
+        claims: N tensors (K_n, Q_n); dustbins: N tensors (Q_n,).
+    Returns:
+        N log plans (K_n + d_n, Q_n), each equal to the problem's own :func:`sinkhorn_ownership`.
+
+    The problems are padded to one (N, K_max + 1, Q_max) block whose padded rows and columns have
+    zero mass (log mass -inf): their dual potentials are -inf from the start, so they never
+    receive or give mass, and each problem anneals from its own spread. One sequence of
+    ``2 * num_iters`` ``logsumexp`` s serves all N problems: on a GPU, where each small op is a
+    kernel launch, N times fewer launches than one plan per problem.
+    """
+    if len(claims) != len(dustbins):
+        raise ValueError(f"got {len(claims)} claim matrices but {len(dustbins)} dustbin rows")
+    if not claims:
+        return []
+    for n, (c, d) in enumerate(zip(claims, dustbins)):
+        if c.dim() != 2 or d.shape != (c.shape[1],):
+            raise ValueError(f"problem {n}: claims must be (K, Q) and the dustbin (Q,); "
+                             f"got {tuple(c.shape)} and {tuple(d.shape)}")
     if num_iters <= 0:
-        return torch.log_softmax(claims / temperature, dim=1)
-    has_dustbin = num_queries > num_inst
-    scores = claims
-    row_mass = claims.new_ones(num_inst)
-    if has_dustbin:
-        scores = torch.cat([scores, dustbin[None, :]], dim=0)
-        row_mass = torch.cat([row_mass, row_mass.new_tensor([num_queries - num_inst])])
-    col_mass = claims.new_full((num_queries,), max(1.0, num_inst / num_queries))
-    log_row, log_col = row_mass.log(), col_mass.log()
-    temperatures = [temperature] * num_iters
+        return [torch.log_softmax(c / temperature, dim=1) for c in claims]
+    sizes = [tuple(c.shape) for c in claims]
+    k_max, q_max = max(k for k, _ in sizes), max(q for _, q in sizes)
+    # rows: instances (padded to K_max), then the dustbin
+    scores = torch.stack([torch.cat([F.pad(c, (0, q_max - q, 0, k_max - k)), F.pad(d, (0, q_max - q))[None]])
+                          for c, d, (k, q) in zip(claims, dustbins, sizes)])  # (N, K_max + 1, Q_max)
+    num_problems, inf = len(sizes), float("inf")
+    log_row = scores.new_full((num_problems, k_max + 1), -inf)
+    log_col = scores.new_full((num_problems, q_max), -inf)
+    for n, (k, q) in enumerate(sizes):  # fills from the shapes alone: no host-to-device copy
+        log_row[n, :k] = 0.0
+        if q > k:
+            log_row[n, k_max] = math.log(q - k)
+        log_col[n, :q] = math.log(max(1.0, k / q))
+    temperatures = [scores.new_full((num_problems,), temperature)] * num_iters
     if anneal and num_iters > 2:
-        # A schedule of 0-dim tensors: the spread never leaves the device (no host sync). It is
-        # not detached: the plan after a finite number of steps depends on it, and an undetached
-        # ownership (detach_ownership=False) gets the exact gradient of what was computed.
+        # A schedule of (N,) tensors: the spreads never leave the device (no host sync). They are
+        # not detached: the plan after a finite number of steps depends on them, and an
+        # undetached ownership (detach_ownership=False) gets the exact gradient of what was computed.
         num_annealed = num_iters - max(2, num_iters // 4)  # the rest run at the final temperature
-        spread = (scores.amax() - scores.amin()).clamp(min=temperature)
+        valid = (log_row > -inf)[:, :, None] & (log_col > -inf)[:, None, :]
+        spread = (scores.masked_fill(~valid, -inf).amax(dim=(1, 2))
+                  - scores.masked_fill(~valid, inf).amin(dim=(1, 2))).clamp(min=temperature)
         ratio = (temperature / spread) ** (1.0 / max(num_annealed - 1, 1))
         temperatures = [(spread * ratio ** i).clamp(min=temperature) for i in range(num_annealed)]
-        temperatures += [temperature] * (num_iters - num_annealed)
-    # f, g: dual potentials in score units, so they carry over between temperatures.
-    f = torch.zeros_like(log_row)
+        temperatures += [scores.new_full((num_problems,), temperature)] * (num_iters - num_annealed)
+    # f, g: dual potentials in score units, so they carry over between temperatures; -inf on the
+    # padding from the start
+    f = torch.zeros_like(log_row).masked_fill(log_row == -inf, -inf)
     g = torch.zeros_like(log_col)
     for eps in temperatures:
-        g = eps * (log_col - torch.logsumexp((scores + f[:, None]) / eps, dim=0))
-        f = eps * (log_row - torch.logsumexp((scores + g[None, :]) / eps, dim=1))
-    return (scores + f[:, None] + g[None, :]) / temperature
+        eps_rows, eps_block = eps[:, None], eps[:, None, None]
+        g = eps_rows * (log_col - torch.logsumexp((scores + f[:, :, None]) / eps_block, dim=1))
+        f = eps_rows * (log_row - torch.logsumexp((scores + g[:, None, :]) / eps_block, dim=2))
+    log_plan = (scores + f[:, :, None] + g[:, None, :]) / temperature
+    return [torch.cat([plan[:k, :q], plan[k_max:, :q]]) if q > k else plan[:k, :q]
+            for plan, (k, q) in zip(log_plan, sizes)]
 
 
 def resolve_temperature(formulation: str, temperature: Optional[float]) -> float:
@@ -286,8 +322,7 @@ def prepare_influencer_targets(target_masks: Tensor, dtype: Optional[torch.dtype
                              exclusive_areas, point_mass)
 
 
-def _validate(mask_logits: Tensor, target_masks: Tensor, formulation: str, temperature: float,
-              exclusion: str = "sum", exclusion_scale: str = "instance") -> None:
+def _validate_shapes(mask_logits: Tensor, target_masks: Tensor) -> None:
     if mask_logits.dim() != 2:
         raise ValueError(f"mask_logits must be (Q, P); got shape {tuple(mask_logits.shape)}")
     if target_masks.dim() != 2:
@@ -297,6 +332,10 @@ def _validate(mask_logits: Tensor, target_masks: Tensor, formulation: str, tempe
             f"mask_logits {tuple(mask_logits.shape)} and target_masks {tuple(target_masks.shape)} "
             "disagree on the number of points P (dim 1)"
         )
+
+
+def _validate_options(formulation: str, temperature: float, exclusion: str = "sum",
+                      exclusion_scale: str = "instance") -> None:
     if formulation not in FORMULATIONS:
         raise ValueError(f"formulation must be one of {FORMULATIONS}; got {formulation!r}")
     if exclusion not in EXCLUSIONS:
@@ -309,8 +348,8 @@ def _validate(mask_logits: Tensor, target_masks: Tensor, formulation: str, tempe
 
 @float32_no_autocast
 def mask_influencer_loss(
-    mask_logits: Tensor,
-    target_masks: Tensor,
+    mask_logits: Tensor | Sequence[Tensor],
+    target_masks: Tensor | Sequence[Tensor],
     *,
     formulation: str = "exclusive",
     attr_weight: float = 1.0,
@@ -337,11 +376,15 @@ def mask_influencer_loss(
     point_weights: Optional[Tensor] = None,
     return_ownership: bool = False,
     targets: Optional[InfluencerTargets] = None,
-) -> Dict[str, Tensor]:
-    """Influencer loss of one image / scene.
+) -> Dict[str, Tensor] | List[Dict[str, Tensor]]:
+    """Influencer loss of one image / scene, or of several at once.
 
     Args:
-        mask_logits: (Q, P) mask logits.
+        mask_logits: (Q, P) mask logits; or a sequence of N of them (the images and decoder layers
+            of a step): then ``target_masks`` -- and ``targets``, ``ownership_bias``,
+            ``query_objectness``, ``point_weights`` when given -- are sequences of N too, the
+            result is a list of N dicts, each equal to its problem's own loss, and the N ownership
+            plans are computed together (:func:`batched_sinkhorn_ownership`).
         target_masks: (K, P) GT instance masks, bool or float, may overlap; K = 0 and K > Q
             are legal. A point in no mask is background. Instances with no points are ignored.
         formulation: ``"exclusive"`` (default, one-to-one minimum) or ``"original"``.
@@ -435,180 +478,232 @@ def mask_influencer_loss(
         ``background`` (and ``exclusion`` for "exclusive").
     """
     temperature = resolve_temperature(formulation, temperature)
-    _validate(mask_logits, target_masks, formulation, temperature, exclusion, exclusion_scale)
+    _validate_options(formulation, temperature, exclusion, exclusion_scale)
     if ownership_mask_cost < 0:
         raise ValueError(f"ownership_mask_cost must be >= 0; got {ownership_mask_cost}")
     if leak_weight < 0:
         raise ValueError(f"leak_weight must be >= 0; got {leak_weight}")
-    num_queries = mask_logits.shape[0]
-    if query_objectness is not None:
-        if query_objectness.shape != (num_queries,):
-            raise ValueError(f"query_objectness must be (Q,) = ({num_queries},); "
-                             f"got {tuple(query_objectness.shape)}")
-        query_objectness = query_objectness.detach().to(mask_logits.dtype)
     if free_non_owners and formulation != "exclusive":
         raise ValueError(f"free_non_owners needs formulation='exclusive'; got {formulation!r}")
-    if objectness_background and (formulation != "exclusive" or query_objectness is None):
-        raise ValueError("objectness_background scales the exclusive formulation's background term by "
-                         f"query_objectness: needs both (formulation={formulation!r}, query_objectness "
-                         f"{'missing' if query_objectness is None else 'given'})")
-    if targets is None:
-        targets = prepare_influencer_targets(target_masks, mask_logits.dtype, point_weights)
-    elif point_weights is not None:
-        raise ValueError("point_weights go to prepare_influencer_targets when prepared targets are passed")
-    elif targets.weights.shape[1] != mask_logits.shape[1]:
-        raise ValueError(f"prepared targets have {targets.weights.shape[1]} points, mask_logits {tuple(mask_logits.shape)}")
-    weights = targets.weights.to(mask_logits.dtype)
-    num_inst = targets.num_instances
-    zero = mask_logits.sum() * 0.0
+    batched = not isinstance(mask_logits, Tensor)
+    problems = _per_problem(batched, mask_logits=mask_logits, target_masks=target_masks, targets=targets,
+                            ownership_bias=ownership_bias, query_objectness=query_objectness,
+                            point_weights=point_weights)
 
-    def full_rows(own: Tensor) -> Tensor:  # (K_kept, Q) -> (K, Q), zero rows for empty instances
-        out = own.new_zeros(targets.kept.shape[0], num_queries)
-        out[targets.kept] = own
-        return out.detach()
+    def loss_steps(mask_logits: Tensor, target_masks: Tensor, targets: Optional[InfluencerTargets],
+                   ownership_bias: Optional[Tensor], query_objectness: Optional[Tensor],
+                   point_weights: Optional[Tensor]):
+        """One problem's loss, as a generator: yields the scores its ownership plan is made of (when
+        it needs one), receives the (K + d, Q) log plan and returns the loss dict."""
+        _validate_shapes(mask_logits, target_masks)
+        num_queries = mask_logits.shape[0]
+        if query_objectness is not None:
+            if query_objectness.shape != (num_queries,):
+                raise ValueError(f"query_objectness must be (Q,) = ({num_queries},); "
+                                 f"got {tuple(query_objectness.shape)}")
+            query_objectness = query_objectness.detach().to(mask_logits.dtype)
+        if objectness_background and (formulation != "exclusive" or query_objectness is None):
+            raise ValueError("objectness_background scales the exclusive formulation's background term by "
+                             f"query_objectness: needs both (formulation={formulation!r}, query_objectness "
+                             f"{'missing' if query_objectness is None else 'given'})")
+        if targets is None:
+            targets = prepare_influencer_targets(target_masks, mask_logits.dtype, point_weights)
+        elif point_weights is not None:
+            raise ValueError("point_weights go to prepare_influencer_targets when prepared targets are passed")
+        elif targets.weights.shape[1] != mask_logits.shape[1]:
+            raise ValueError(f"prepared targets have {targets.weights.shape[1]} points, "
+                             f"mask_logits {tuple(mask_logits.shape)}")
+        weights = targets.weights.to(mask_logits.dtype)
+        num_inst = targets.num_instances
+        zero = mask_logits.sum() * 0.0
 
-    if formulation == "original":
-        claims = weights[:num_inst] @ F.logsigmoid(mask_logits).transpose(0, 1)  # (K, Q)
-        attractive = (-temperature * torch.logsumexp(claims / temperature, dim=1)).mean() if num_inst else zero
-        repulsive = profile_repulsion(claims, rep_margin) if num_inst > 1 else zero
-        bg_term = (weights[num_inst + 1] @ torch.sigmoid(mask_logits).transpose(0, 1)).mean()
-        loss = attr_weight * attractive + rep_weight * repulsive + bg_weight * bg_term
-        out = {"loss": loss, "attractive": attractive.detach(), "repulsive": repulsive.detach(),
-               "background": bg_term.detach()}
-        if return_ownership:
-            out["ownership"] = full_rows(torch.softmax(claims / temperature, dim=1))
-        return out
+        def full_rows(own: Tensor) -> Tensor:  # (K_kept, Q) -> (K, Q), zero rows for empty instances
+            out = own.new_zeros(targets.kept.shape[0], num_queries)
+            out[targets.kept] = own
+            return out.detach()
 
-    # "exclusive": every term >= 0, all zero exactly at the one-to-one assignment.
-    groups = targets.row_groups()
-    with_sigmoid = dice_weight > 0 or ownership_mask_cost > 0
-    parts = _LogSigmoidStatistics.apply(mask_logits, weights, groups, with_sigmoid)
-    log_parts, lin_parts = parts[:len(groups)], parts[len(groups):2 * len(groups)]
-    claims = log_parts[0]  # (K, Q) log geometric means
-    # weighted means of softplus(z) = -log(1 - s), per row group; rows of the mean and the
-    # background are (1, Q)
-    claims_softplus, mean_softplus, bg_softplus = (lin - log for lin, log in zip(lin_parts[:3], log_parts[:3]))
-    mean_softplus, bg_mean = mean_softplus[0], bg_softplus[0]  # (Q,) each
-    # on each instance's own points (the claim rows when no instance overlaps another)
-    exclusive_mean = lin_parts[3] - log_parts[3] if len(groups) > 3 else claims_softplus  # (K, Q)
-    # Summed over queries like the exclusion: each query's "no" on the background weighs as much
-    # as its "no" on an instance it does not own (a mean over queries made it Q times weaker).
-    if objectness_background:
-        bg_mean = bg_mean * query_objectness
-    # with free_non_owners each query's weight comes from the plan (below); with no instance every
-    # query is in the dustbin and the term is 0
-    bg_term = zero if free_non_owners else bg_mean.sum()
-    silence = -mean_softplus  # (Q,) log geometric mean of "no" over all points
-    if num_inst == 0:
-        out = {"loss": _weighted_sum([(bg_weight, bg_term)], zero), "attractive": zero.detach(),
-               "repulsive": zero.detach(), "background": bg_term.detach(), "exclusion": zero.detach()}
+        if formulation == "original":
+            claims = weights[:num_inst] @ F.logsigmoid(mask_logits).transpose(0, 1)  # (K, Q)
+            attractive = (-temperature * torch.logsumexp(claims / temperature, dim=1)).mean() if num_inst else zero
+            repulsive = profile_repulsion(claims, rep_margin) if num_inst > 1 else zero
+            bg_term = (weights[num_inst + 1] @ torch.sigmoid(mask_logits).transpose(0, 1)).mean()
+            loss = attr_weight * attractive + rep_weight * repulsive + bg_weight * bg_term
+            out = {"loss": loss, "attractive": attractive.detach(), "repulsive": repulsive.detach(),
+                   "background": bg_term.detach()}
+            if return_ownership:
+                out["ownership"] = full_rows(torch.softmax(claims / temperature, dim=1))
+            return out
+
+        # "exclusive": every term >= 0, all zero exactly at the one-to-one assignment.
+        groups = targets.row_groups()
+        with_sigmoid = dice_weight > 0 or ownership_mask_cost > 0
+        parts = _LogSigmoidStatistics.apply(mask_logits, weights, groups, with_sigmoid)
+        log_parts, lin_parts = parts[:len(groups)], parts[len(groups):2 * len(groups)]
+        claims = log_parts[0]  # (K, Q) log geometric means
+        # weighted means of softplus(z) = -log(1 - s), per row group; rows of the mean and the
+        # background are (1, Q)
+        claims_softplus, mean_softplus, bg_softplus = (lin - log for lin, log in zip(lin_parts[:3], log_parts[:3]))
+        mean_softplus, bg_mean = mean_softplus[0], bg_softplus[0]  # (Q,) each
+        # on each instance's own points (the claim rows when no instance overlaps another)
+        exclusive_mean = lin_parts[3] - log_parts[3] if len(groups) > 3 else claims_softplus  # (K, Q)
+        # Summed over queries like the exclusion: each query's "no" on the background weighs as much
+        # as its "no" on an instance it does not own (a mean over queries made it Q times weaker).
+        if objectness_background:
+            bg_mean = bg_mean * query_objectness
+        # with free_non_owners each query's weight comes from the plan (below); with no instance every
+        # query is in the dustbin and the term is 0
+        bg_term = zero if free_non_owners else bg_mean.sum()
+        silence = -mean_softplus  # (Q,) log geometric mean of "no" over all points
+        if num_inst == 0:
+            out = {"loss": _weighted_sum([(bg_weight, bg_term)], zero), "attractive": zero.detach(),
+                   "repulsive": zero.detach(), "background": bg_term.detach(), "exclusion": zero.detach()}
+            if dice_weight > 0:
+                out["dice"] = zero.detach()
+            if bce_weight > 0:
+                out["bce"] = zero.detach()
+            if leak_weight > 0:
+                out["leak"] = zero.detach()
+            if return_ownership:
+                out["ownership"] = full_rows(mask_logits.new_zeros(0, num_queries))
+                out["dustbin_ownership"] = mask_logits.new_ones(num_queries).detach()
+            return out
+
+        # Per-pair (K, Q) mask costs of Mask2Former, from rows of the statistics, computed once when
+        # the owner's terms or the ownership need them.
+        num_points = targets.point_mass.to(claims.dtype)  # P, or the total weight of weighted points
+        areas = targets.areas.to(claims.dtype)[:, None]  # (K, 1)
+        pair_bce = pair_dice = None
+        if bce_weight > 0 or ownership_mask_cost > 0:
+            # BCE(z, y) = softplus(z) - y z: its mean over all points is the mean softplus minus
+            # (area / P) times the mean logit on the instance.
+            pair_bce = mean_softplus[None, :] - areas / num_points * lin_parts[0]
+        if with_sigmoid:  # dice loss, +1 smoothed
+            sig_parts = parts[2 * len(groups):]  # weighted means of s
+            overlap = areas * sig_parts[0]  # sum_{p in k} s, (K, Q)
+            total = sig_parts[1][0] * num_points  # sum_p s, (Q,)
+            pair_dice = 1.0 - (2.0 * overlap + 1.0) / (total[None, :] + areas + 1.0)
+
+        # What the ownership sees. A detached ownership is a constant of the loss (as a matcher's
+        # assignment is): its scores are taken detached, so the plan builds no graph.
+        plan_input = (lambda t: t.detach()) if detach_ownership else (lambda t: t)
+        own_claims = plan_input(claims)
+        if ownership_bias is not None:
+            if ownership_bias.shape != (targets.kept.shape[0], num_queries):
+                raise ValueError(f"ownership_bias must be (K, Q) = ({targets.kept.shape[0]}, {num_queries}); "
+                                 f"got {tuple(ownership_bias.shape)}")
+            own_claims = own_claims + ownership_bias.detach().to(claims.dtype)[targets.kept]
+        own_silence = plan_input(silence)
+        if ownership_mask_cost > 0:
+            own_claims = own_claims - ownership_mask_cost * plan_input(pair_bce + pair_dice)
+        if claim_floor is not None:
+            # Scores below the floor are equal for the ownership: a silent query (g -> -inf) stays a
+            # candidate, so the normalisation can enforce query capacity in a few iterations and an
+            # instance whose best claimant is taken recruits a silent query (which its pull wakes up).
+            own_claims, own_silence = own_claims.clamp(min=claim_floor), own_silence.clamp(min=claim_floor)
+        if ownership_spread_floor is not None and num_queries > 1:
+            # the rows the plan sees (instances, and the dustbin when Q > K), double-centred: a plan
+            # is unchanged by adding a constant to a row or a column, so only this part decides it
+            scores = torch.cat([own_claims, own_silence[None]]) if num_queries > num_inst else own_claims
+            centred = scores - scores.mean(dim=1, keepdim=True) - scores.mean(dim=0, keepdim=True) + scores.mean()
+            spread = centred.pow(2).mean().sqrt()
+            scale = (ownership_spread_floor / spread.clamp(min=1e-6)).clamp(min=1.0)  # only ever sharpens
+            own_claims, own_silence = own_claims * scale, own_silence * scale
+        log_own = yield own_claims, own_silence
+        own = log_own[:num_inst].exp()  # (K, Q), rows sum to 1
+        # A term of weight 0 is computed from detached inputs (its value is still reported), so that
+        # no statistic it reads gets a backward product.
+        live = lambda term_weight, t: t if term_weight else t.detach()  # noqa: E731
+        attractive = -(own * live(attr_weight, claims)).sum(dim=1).mean()
+        # Exclusion on each instance's exclusive points: every non-owner must say "no" there.
+        weight = 1.0 - own
+        if exclusion == "share":
+            # ... pushed in proportion to its share of the "yes" on the instance, so the total push on
+            # a point balances the owner's single pull (with "sum", Q - 1 non-owners outvote it through
+            # shared network features). A share is 0 only for a query already silent on k: same zero
+            # set, same unique minimum. See docs/loss.md for what each choice measured.
+            weight = weight * exclusive_mean / exclusive_mean.sum(dim=1, keepdim=True).clamp(min=1e-12)
+        elif exclusion == "owned":
+            # ... pushed only as strongly as someone already owns the instance: max_q own[k, q] is 1/Q
+            # while the ownership is undecided (a symmetric start, where the summed push would silence
+            # every query) and 1 at the one-to-one assignment. It is > 0, so the zero set -- and the
+            # unique minimum -- are those of "sum".
+            weight = weight * own.amax(dim=1, keepdim=True)
+        if query_objectness is not None:
+            weight = weight * query_objectness[None, :]
+        if free_non_owners:
+            owned_mass = own.detach().sum(dim=0).clamp(max=1.0)  # (Q,), 0 for a dustbin query
+            weight = weight * owned_mass[None, :]
+            bg_term = (bg_mean * owned_mass).sum()
+        if exclusion_scale == "point":
+            exclusive_mean = exclusive_mean * (targets.exclusive_areas.to(exclusive_mean.dtype) / num_points)[:, None]
+        exclusion_term = (live(excl_weight, weight) * live(excl_weight, exclusive_mean)).sum(dim=1).mean()
+        repulsive = profile_repulsion(live(rep_weight, claims), rep_margin) if num_inst > 1 else zero
+        bg_term = live(bg_weight, bg_term)
+        terms = [(attr_weight, attractive), (rep_weight, repulsive), (bg_weight, bg_term),
+                 (excl_weight, exclusion_term)]
+        out = {"attractive": attractive.detach(), "repulsive": repulsive.detach(),
+               "background": bg_term.detach(), "exclusion": exclusion_term.detach()}
         if dice_weight > 0:
-            out["dice"] = zero.detach()
+            dice_term = (own * pair_dice).sum(dim=1).mean()
+            terms.append((dice_weight, dice_term))
+            out["dice"] = dice_term.detach()
         if bce_weight > 0:
-            out["bce"] = zero.detach()
+            bce_term = (own * pair_bce).sum(dim=1).mean()
+            terms.append((bce_weight, bce_term))
+            out["bce"] = bce_term.detach()
         if leak_weight > 0:
-            out["leak"] = zero.detach()
+            # sum of softplus outside k = sum over all points - sum over k's points, per unit of k's area
+            outside = num_points * mean_softplus[None, :] - areas * claims_softplus
+            leak_term = (own * outside.clamp(min=0.0) / areas).sum(dim=1).mean()
+            terms.append((leak_weight, leak_term))
+            out["leak"] = leak_term.detach()
+        out["loss"] = _weighted_sum(terms, zero)
         if return_ownership:
-            out["ownership"] = full_rows(mask_logits.new_zeros(0, num_queries))
-            out["dustbin_ownership"] = mask_logits.new_ones(num_queries).detach()
+            out["ownership"] = full_rows(own)
+            if log_own.shape[0] > num_inst:
+                out["dustbin_ownership"] = log_own[num_inst].exp().detach()
+            else:
+                out["dustbin_ownership"] = (1.0 - own.sum(dim=0)).clamp(min=0.0).detach()
         return out
 
-    # Per-pair (K, Q) mask costs of Mask2Former, from rows of the statistics, computed once when
-    # the owner's terms or the ownership need them.
-    num_points = targets.point_mass.to(claims.dtype)  # P, or the total weight of weighted points
-    areas = targets.areas.to(claims.dtype)[:, None]  # (K, 1)
-    pair_bce = pair_dice = None
-    if bce_weight > 0 or ownership_mask_cost > 0:
-        # BCE(z, y) = softplus(z) - y z: its mean over all points is the mean softplus minus
-        # (area / P) times the mean logit on the instance.
-        pair_bce = mean_softplus[None, :] - areas / num_points * lin_parts[0]
-    if with_sigmoid:  # dice loss, +1 smoothed
-        sig_parts = parts[2 * len(groups):]  # weighted means of s
-        overlap = areas * sig_parts[0]  # sum_{p in k} s, (K, Q)
-        total = sig_parts[1][0] * num_points  # sum_p s, (Q,)
-        pair_dice = 1.0 - (2.0 * overlap + 1.0) / (total[None, :] + areas + 1.0)
 
-    # What the ownership sees. A detached ownership is a constant of the loss (as a matcher's
-    # assignment is): its scores are taken detached, so the plan builds no graph.
-    plan_input = (lambda t: t.detach()) if detach_ownership else (lambda t: t)
-    own_claims = plan_input(claims)
-    if ownership_bias is not None:
-        if ownership_bias.shape != (targets.kept.shape[0], num_queries):
-            raise ValueError(f"ownership_bias must be (K, Q) = ({targets.kept.shape[0]}, {num_queries}); "
-                             f"got {tuple(ownership_bias.shape)}")
-        own_claims = own_claims + ownership_bias.detach().to(claims.dtype)[targets.kept]
-    own_silence = plan_input(silence)
-    if ownership_mask_cost > 0:
-        own_claims = own_claims - ownership_mask_cost * plan_input(pair_bce + pair_dice)
-    if claim_floor is not None:
-        # Scores below the floor are equal for the ownership: a silent query (g -> -inf) stays a
-        # candidate, so the normalisation can enforce query capacity in a few iterations and an
-        # instance whose best claimant is taken recruits a silent query (which its pull wakes up).
-        own_claims, own_silence = own_claims.clamp(min=claim_floor), own_silence.clamp(min=claim_floor)
-    if ownership_spread_floor is not None and num_queries > 1:
-        # the rows the plan sees (instances, and the dustbin when Q > K), double-centred: a plan
-        # is unchanged by adding a constant to a row or a column, so only this part decides it
-        scores = torch.cat([own_claims, own_silence[None]]) if num_queries > num_inst else own_claims
-        centred = scores - scores.mean(dim=1, keepdim=True) - scores.mean(dim=0, keepdim=True) + scores.mean()
-        spread = centred.pow(2).mean().sqrt()
-        scale = (ownership_spread_floor / spread.clamp(min=1e-6)).clamp(min=1.0)  # only ever sharpens
-        own_claims, own_silence = own_claims * scale, own_silence * scale
-    log_own = sinkhorn_ownership(own_claims, own_silence, temperature, sinkhorn_iters, anneal_ownership)
-    own = log_own[:num_inst].exp()  # (K, Q), rows sum to 1
-    # A term of weight 0 is computed from detached inputs (its value is still reported), so that
-    # no statistic it reads gets a backward product.
-    live = lambda term_weight, t: t if term_weight else t.detach()  # noqa: E731
-    attractive = -(own * live(attr_weight, claims)).sum(dim=1).mean()
-    # Exclusion on each instance's exclusive points: every non-owner must say "no" there.
-    weight = 1.0 - own
-    if exclusion == "share":
-        # ... pushed in proportion to its share of the "yes" on the instance, so the total push on
-        # a point balances the owner's single pull (with "sum", Q - 1 non-owners outvote it through
-        # shared network features). A share is 0 only for a query already silent on k: same zero
-        # set, same unique minimum. See docs/loss.md for what each choice measured.
-        weight = weight * exclusive_mean / exclusive_mean.sum(dim=1, keepdim=True).clamp(min=1e-12)
-    elif exclusion == "owned":
-        # ... pushed only as strongly as someone already owns the instance: max_q own[k, q] is 1/Q
-        # while the ownership is undecided (a symmetric start, where the summed push would silence
-        # every query) and 1 at the one-to-one assignment. It is > 0, so the zero set -- and the
-        # unique minimum -- are those of "sum".
-        weight = weight * own.amax(dim=1, keepdim=True)
-    if query_objectness is not None:
-        weight = weight * query_objectness[None, :]
-    if free_non_owners:
-        owned_mass = own.detach().sum(dim=0).clamp(max=1.0)  # (Q,), 0 for a dustbin query
-        weight = weight * owned_mass[None, :]
-        bg_term = (bg_mean * owned_mass).sum()
-    if exclusion_scale == "point":
-        exclusive_mean = exclusive_mean * (targets.exclusive_areas.to(exclusive_mean.dtype) / num_points)[:, None]
-    exclusion_term = (live(excl_weight, weight) * live(excl_weight, exclusive_mean)).sum(dim=1).mean()
-    repulsive = profile_repulsion(live(rep_weight, claims), rep_margin) if num_inst > 1 else zero
-    bg_term = live(bg_weight, bg_term)
-    terms = [(attr_weight, attractive), (rep_weight, repulsive), (bg_weight, bg_term), (excl_weight, exclusion_term)]
-    out = {"attractive": attractive.detach(), "repulsive": repulsive.detach(),
-           "background": bg_term.detach(), "exclusion": exclusion_term.detach()}
-    if dice_weight > 0:
-        dice_term = (own * pair_dice).sum(dim=1).mean()
-        terms.append((dice_weight, dice_term))
-        out["dice"] = dice_term.detach()
-    if bce_weight > 0:
-        bce_term = (own * pair_bce).sum(dim=1).mean()
-        terms.append((bce_weight, bce_term))
-        out["bce"] = bce_term.detach()
-    if leak_weight > 0:
-        # sum of softplus outside k = sum over all points - sum over k's points, per unit of k's area
-        outside = num_points * mean_softplus[None, :] - areas * claims_softplus
-        leak_term = (own * outside.clamp(min=0.0) / areas).sum(dim=1).mean()
-        terms.append((leak_weight, leak_term))
-        out["leak"] = leak_term.detach()
-    out["loss"] = _weighted_sum(terms, zero)
-    if return_ownership:
-        out["ownership"] = full_rows(own)
-        if log_own.shape[0] > num_inst:
-            out["dustbin_ownership"] = log_own[num_inst].exp().detach()
-        else:
-            out["dustbin_ownership"] = (1.0 - own.sum(dim=0)).clamp(min=0.0).detach()
-    return out
+
+    results = _with_batched_plans([loss_steps(**problem) for problem in problems], temperature, sinkhorn_iters,
+                                  anneal_ownership)
+    return results if batched else results[0]
+
+
+def _with_batched_plans(steps: List, temperature: float, num_iters: int, anneal: bool) -> List[Dict[str, Tensor]]:
+    """Run generators of :func:`mask_influencer_loss`'s ``loss_steps`` with one batched Sinkhorn for all."""
+    results: List = [None] * len(steps)
+    waiting = []
+    for index, step in enumerate(steps):
+        try:
+            waiting.append((index, step, next(step)))
+        except StopIteration as done:  # no plan needed (the original formulation, no instances)
+            results[index] = done.value
+    plans = batched_sinkhorn_ownership([scores[0] for _, _, scores in waiting],
+                                       [scores[1] for _, _, scores in waiting], temperature, num_iters, anneal)
+    for (index, step, _), plan in zip(waiting, plans):
+        try:
+            step.send(plan)
+            raise RuntimeError("an Influencer loss step asked for a second ownership plan")
+        except StopIteration as done:
+            results[index] = done.value
+    return results
+
+
+def _per_problem(batched: bool, **arguments) -> List[Dict]:
+    """The per-problem arguments of :func:`mask_influencer_loss` as one keyword dict per problem."""
+    if not batched:
+        return [arguments]
+    count = len(arguments["mask_logits"])
+    for name, value in arguments.items():
+        if value is not None and (isinstance(value, Tensor) or len(value) != count):
+            got = f"a tensor of shape {tuple(value.shape)}" if isinstance(value, Tensor) else f"{len(value)} items"
+            raise ValueError(f"mask_logits is a sequence of {count} problems, so {name} must be a sequence of "
+                             f"{count} too; got {got}")
+    return [{name: (None if value is None else value[n]) for name, value in arguments.items()} for n in range(count)]
 
 
 def _weighted_sum(terms, zero: Tensor) -> Tensor:

@@ -805,3 +805,56 @@ def test_free_non_owners_leaves_a_dustbin_querys_mask_free():
     assert mask_influencer_loss(z, masks[:0], free_non_owners=True)["loss"].item() == 0.0
     with pytest.raises(ValueError, match="free_non_owners needs formulation='exclusive'"):
         mask_influencer_loss(z, masks, formulation="original", free_non_owners=True)
+
+
+@pytest.mark.parametrize("anneal,iters", [(False, 10), (True, 40)], ids=["plain", "annealed"])
+def test_batched_sinkhorn_plans_each_problem_as_if_alone(anneal, iters):
+    """Padding to one block gives each problem exactly its own plan: instances without queries'
+    capacity (K > Q), no dustbin (K = Q), no instance at all (K = 0) and spreads far apart."""
+    from influencerformer.losses import batched_sinkhorn_ownership
+    gen = torch.Generator().manual_seed(5)
+    sizes = [(3, 5), (0, 4), (6, 4), (5, 5), (2, 9)]
+    spreads = (1, 3, 10, 30, 0.1)
+    claims = [torch.randn(k, q, generator=gen, dtype=torch.float64) * s for (k, q), s in zip(sizes, spreads)]
+    dustbins = [torch.randn(q, generator=gen, dtype=torch.float64) for _, q in sizes]
+    batched = batched_sinkhorn_ownership(claims, dustbins, 0.2, iters, anneal)
+    for c, d, plan, (k, q) in zip(claims, dustbins, batched, sizes):
+        alone = sinkhorn_ownership(c, d, 0.2, iters, anneal)
+        assert plan.shape == alone.shape == (k + (q > k), q)
+        assert torch.allclose(plan, alone, rtol=1e-10, atol=1e-10)
+        if k:
+            assert torch.allclose(plan[:k].exp().sum(dim=1), torch.ones(k, dtype=torch.float64))
+    with pytest.raises(ValueError, match="2 claim matrices but 1 dustbin"):
+        batched_sinkhorn_ownership(claims[:2], dustbins[:1], 0.2, iters)
+    with pytest.raises(ValueError, match=r"problem 1: claims must be \(K, Q\) and the dustbin \(Q,\)"):
+        batched_sinkhorn_ownership(claims[:2], [dustbins[0], dustbins[0]], 0.2, iters)
+
+
+@pytest.mark.parametrize("options", [MATCHER_FREE_DEFAULT, {}, dict(detach_ownership=False, dice_weight=0.5),
+                                     dict(formulation="original")],
+                         ids=["matcher-free-default", "potentials", "undetached", "original"])
+def test_a_sequence_of_problems_gives_each_problems_own_loss(options):
+    """Images and decoder layers of different sizes in one call (one batched plan): the same
+    values, ownerships and gradients as one call per problem."""
+    gen = torch.Generator().manual_seed(9)
+    sizes = [(6, 30, 2), (9, 40, 4), (5, 25, 0), (4, 30, 5)]  # (Q, P, K); K = 0 and K > Q included
+    logits = [(torch.randn(q, p, generator=gen, dtype=torch.float64) * 3).requires_grad_(True) for q, p, _ in sizes]
+    masks = [(torch.rand(k, p, generator=gen) > 0.6).double() for _, p, k in sizes]
+    exclusive = options.get("formulation", "exclusive") == "exclusive"
+    biases = [torch.randn(k, q, generator=gen, dtype=torch.float64) if exclusive else None for q, _, k in sizes]
+    together = mask_influencer_loss(logits, masks, ownership_bias=biases if exclusive else None,
+                                    return_ownership=True, **options)
+    grads = torch.autograd.grad(sum(out["loss"] for out in together), logits)
+    for z, m, b, out, grad in zip(logits, masks, biases, together, grads):
+        alone = mask_influencer_loss(z, m, ownership_bias=b, return_ownership=True, **options)
+        assert out.keys() == alone.keys()
+        for key in alone:
+            if key != "loss":
+                assert torch.allclose(out[key], alone[key], rtol=1e-9, atol=1e-12), key
+        assert out["loss"].item() == pytest.approx(alone["loss"].item(), rel=1e-9, abs=1e-12)
+        expected, = torch.autograd.grad(alone["loss"], z)
+        assert torch.allclose(grad, expected, rtol=1e-8, atol=1e-12)
+    with pytest.raises(ValueError, match="so target_masks must be a sequence of 4 too; got 3 items"):
+        mask_influencer_loss(logits, masks[:3], **options)
+    with pytest.raises(ValueError, match="so ownership_bias must be a sequence of 4 too; got a tensor"):
+        mask_influencer_loss(logits, masks, ownership_bias=torch.zeros(2, 6), **options)

@@ -17,6 +17,7 @@ def test_phases_and_criterion_share(tmp_path):
         assert all(r[p] > 0 for p in iteration_cost.PHASES), name
         assert r["total"] == pytest.approx(sum(r[p] for p in iteration_cost.PHASES))
         assert 0 < r["criterion_share"] < 1
+        assert isinstance(r["criterion_ops"], int) and r["criterion_ops"] > 0
     assert report["machine"]["commit"] is None or isinstance(report["machine"]["commit"], str)
 
 

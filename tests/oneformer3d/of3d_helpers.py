@@ -124,13 +124,26 @@ def import_oneformer3d_module(name: str):
 
 
 # -- OneFormer3D-shaped inputs --------------------------------------------------------------------
+class _FieldDict(dict):
+    """A dict whose items are also attributes: what the tests read off ``InstanceData``."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name, value):
+        self[name] = value
+
+
 def instance_data(masks: torch.Tensor, labels: torch.Tensor):
-    """An mmengine ``InstanceData`` with ``sp_masks`` / ``labels_3d`` (a plain dict without
-    mmengine)."""
+    """An mmengine ``InstanceData`` with ``sp_masks`` / ``labels_3d`` (without mmengine, a dict whose
+    items are also attributes)."""
     try:
         from mmengine.structures import InstanceData
     except ImportError:
-        return {"sp_masks": masks, "labels_3d": labels}
+        return _FieldDict(sp_masks=masks, labels_3d=labels)
     data = InstanceData()
     data.sp_masks = masks
     data.labels_3d = labels

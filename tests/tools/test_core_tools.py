@@ -34,3 +34,15 @@ def test_loss_table_marks_the_originals_failures(tmp_path, capsys):
     assert "one duplicate | " in text and "⚠ ≤ ideal" in text.split("one duplicate")[1].split("|")[1]
     assert min(table, key=lambda name: table[name]["exclusive"]) == "ideal"
     assert json.loads((tmp_path / "t.json").read_text()) == table
+
+
+def test_dispatched_op_count_sees_each_operator_once():
+    import torch
+
+    from tools.iteration_cost import count_dispatched_ops
+    a, b = torch.ones(4), torch.ones(4)
+    one = count_dispatched_ops(lambda: a + b)
+    assert one >= 1
+    assert count_dispatched_ops(lambda: (a + b) * b) == one + 1
+    # a composite operator counts the operators it calls, not itself
+    assert count_dispatched_ops(lambda: torch.logsumexp(a[None], dim=1)) > 1
