@@ -79,6 +79,9 @@ class InfluencerCriterion(SetCriterionBase):
     minimum where it is; it makes the means over an instance weigh its boundary more, as
     Mask2Former's point losses do. Point-form inputs are used as given.
 
+    All (layer, image) problems of a call go to the core loss at once, so their ownership plans
+    are one batched Sinkhorn (:func:`~influencerformer.losses.batched_sinkhorn_ownership`).
+
     Classification follows the ownership: with ``formulation="exclusive"`` the soft
     (Sinkhorn) ownership of each query over the instances and the dustbin is its class target
     distribution (dustbin mass -> "no object"); with ``"original"``, hard owners

@@ -24,6 +24,11 @@ def test_page_from_artefacts(tmp_path):
         results[name] = r
     cost.write_text(json.dumps({"command": "iteration_cost.py", "device": "cpu", "batch": 2, "size": 384,
                                 "instances": [3, 7], "iters": 3, "machine": {"cpu_count": 2}, "results": results}))
+    counted = tmp_path / "cost_ops.json"  # the tool's newer output: also the criterion's operator count
+    for name, ops in (("hungarian", 4000), ("influencer", 10000)):
+        results[name]["criterion_ops"] = ops
+    counted.write_text(json.dumps({"command": "iteration_cost.py", "device": "cpu", "batch": 2, "size": 384,
+                                   "instances": [3, 7], "iters": 3, "machine": {"cpu_count": 2}, "results": results}))
     small = tmp_path / "small.json"
     metrics = dict(mean_best_iou=0.5, mask_best_iou_any_query=0.6, precision=0.7, recall=0.4,
                    instances_with_duplicates=0.0)
@@ -39,7 +44,7 @@ def test_page_from_artefacts(tmp_path):
     write_run(screen / "hungarian_seed0", "hungarian", 0, [(24, 50), (49, 60)], 0.5)
     out = tmp_path / "docs" / "results.md"
     page = results_page.main(["--ab", str(ab), "--focus", "influencer", "--screen", str(screen),
-                              "--iteration-cost", str(cost), str(cost), "--small-model", str(small),
+                              "--iteration-cost", str(cost), str(counted), "--small-model", str(small),
                               "--mask-quality", str(quality), "--output", str(out)])
     assert out.read_text() == page
     lines = {line.split("**")[1]: line for line in page.splitlines() if line.startswith("* **")}
@@ -52,6 +57,8 @@ def test_page_from_artefacts(tmp_path):
     assert "| exclusive | detach_ownership=True | 100 | 0 | 0.500 |" in page
     assert page.count("(target ≤ 0.5: met)") == 2  # share 0.25/3.85 vs 1/4.6, one per measurement
     assert "2 measurements of the same comparison" in page
+    assert page.count("| not counted |") == 2 and "| 10000 |" in page
+    assert page.count("operators") == 1 and "it dispatches 2.50x Hungarian's operators" in page
     assert "| hungarian_seed0 | medium (area <= 0.020) | 4 | 0.500 | 0.750 | 0.625 | - | - | - | 0.25 | 2.5 | - |" in page
     assert "| hungarian_seed0 | large" not in page  # no instances in that tercile
     assert "## Early training" in page and "| hungarian | 1 | 24 / 49 | – | – | 0.50 / 0.60 | 60.00 |" in page
