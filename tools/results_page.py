@@ -9,6 +9,8 @@
   written by tools/compare_runs.py next to the page (``<output stem>/``), and the page states
   the issue's targets -- final segm AP >= 100% of Hungarian's, 90% of it reached in <= 0.7x
   Hungarian's iterations -- as met or not, per arm.
+* ``--fine-eval``: another run_ab.py folder, evaluated more often: its own table and targets
+  (the iteration at which 90% of Hungarian's final AP is first reached is only as fine as the grid).
 * ``--iteration-cost``: JSONs of tools/iteration_cost.py, one table each (repeated measurements
   show the machine's spread); target: the Influencer criterion's share of the iteration <= half
   of Hungarian's.
@@ -70,39 +72,7 @@ def ab_section(ab_dir: Path, page_dir: Path, figures: Path, focus: Sequence[str]
              f"Runs in `{ab_dir}` ({', '.join(f'{a}: {len(r)}' for a, r in sorted(arms.items()))} seeds). "
              "Final = the last evaluation of each run; mean ± standard deviation over seeds.", "",
              compare_runs.summary_table(arms, REFERENCE), ""]
-    ref = arms.get(REFERENCE)
-    if ref:
-        ref_final = _mean(r.final("segm/AP") for r in ref)
-        target = 0.9 * ref_final if ref_final is not None else None
-        ref_reach = _mean(r.first_reaching("segm/AP", target) for r in ref) if target is not None else None
-        lines += ["Targets (issue 5), each arm against Hungarian:", ""]
-        at_least, faster = [], []
-        for arm, runs in sorted(arms.items()):
-            if arm == REFERENCE:
-                continue
-            final = _mean(r.final("segm/AP") for r in runs)
-            reach = [r.first_reaching("segm/AP", target) for r in runs] if target is not None else []
-            ratio = None if final is None or not ref_final else final / ref_final
-            verdict = "met" if ratio is not None and ratio >= 1.0 else "NOT met"
-            if verdict == "met":
-                at_least.append(arm)
-            line = f"* **{arm}**: final segm AP {('–' if final is None else f'{final:.2f}')} = " \
-                   f"{('–' if ratio is None else f'{100 * ratio:.0f}%')} of Hungarian's (target ≥ 100%: {verdict})"
-            if reach and all(r is not None for r in reach) and ref_reach:
-                speed = statistics.mean(reach) / ref_reach
-                line += f"; reaches 90% of it at {speed:.2f}x Hungarian's iterations (target ≤ 0.7x: " \
-                        f"{'met' if speed <= 0.7 else 'NOT met'})"
-                if speed <= 0.7:
-                    faster.append(arm)
-            else:
-                missed = sum(r is None for r in reach)
-                line += f"; {missed} of {len(reach)} runs never reach 90% of Hungarian's final AP " \
-                        "(target ≤ 0.7x of its iterations: NOT met)"
-            lines.append(line)
-        others = len(arms) - 1
-        lines += ["", f"In short: {len(at_least)} of {others} arms reach Hungarian's final segm AP "
-                  f"({', '.join(at_least) or 'none'}); {len(faster)} of {others} reach 90% of it in at most 0.7x "
-                  f"its iterations ({', '.join(faster) or 'none'}); every other arm ends below Hungarian.", ""]
+    lines += target_lines(arms)
     rel = figures.relative_to(page_dir) if figures.is_relative_to(page_dir) else figures
     if focus_plots:
         lines += [f"Hungarian and {', '.join(focus)} alone:", ""]
@@ -110,6 +80,60 @@ def ab_section(ab_dir: Path, page_dir: Path, figures: Path, focus: Sequence[str]
     lines += [f"![{p.stem}]({rel / p.name})" for p in plots]
     lines += ["", PROVENANCE, "", compare_runs.provenance_table(arms), ""]
     return lines
+
+
+def target_lines(arms: Dict) -> List[str]:
+    """The issue's two A/B targets, each arm against Hungarian, and a one-line summary."""
+    ref = arms.get(REFERENCE)
+    if not ref:
+        return []
+    lines = []
+    ref_final = _mean(r.final("segm/AP") for r in ref)
+    target = 0.9 * ref_final if ref_final is not None else None
+    ref_reach = _mean(r.first_reaching("segm/AP", target) for r in ref) if target is not None else None
+    lines += ["Targets (issue 5), each arm against Hungarian:", ""]
+    at_least, faster = [], []
+    for arm, runs in sorted(arms.items()):
+        if arm == REFERENCE:
+            continue
+        final = _mean(r.final("segm/AP") for r in runs)
+        reach = [r.first_reaching("segm/AP", target) for r in runs] if target is not None else []
+        ratio = None if final is None or not ref_final else final / ref_final
+        verdict = "met" if ratio is not None and ratio >= 1.0 else "NOT met"
+        if verdict == "met":
+            at_least.append(arm)
+        line = f"* **{arm}**: final segm AP {('–' if final is None else f'{final:.2f}')} = " \
+               f"{('–' if ratio is None else f'{100 * ratio:.0f}%')} of Hungarian's (target ≥ 100%: {verdict})"
+        if reach and all(r is not None for r in reach) and ref_reach:
+            speed = statistics.mean(reach) / ref_reach
+            line += f"; reaches 90% of it at {speed:.2f}x Hungarian's iterations (target ≤ 0.7x: " \
+                    f"{'met' if speed <= 0.7 else 'NOT met'})"
+            if speed <= 0.7:
+                faster.append(arm)
+        else:
+            missed = sum(r is None for r in reach)
+            line += f"; {missed} of {len(reach)} runs never reach 90% of Hungarian's final AP " \
+                    "(target ≤ 0.7x of its iterations: NOT met)"
+        lines.append(line)
+    others = len(arms) - 1
+    lines += ["", f"In short: {len(at_least)} of {others} arms reach Hungarian's final segm AP "
+              f"({', '.join(at_least) or 'none'}); {len(faster)} of {others} reach 90% of it in at most 0.7x "
+              f"its iterations ({', '.join(faster) or 'none'}); every other arm ends below Hungarian.", ""]
+    return lines
+
+
+def fine_eval_section(fine_dir: Path, page_dir: Path, figures: Path) -> List[str]:
+    """An A/B evaluated more often, for the iterations-to-90% target (the main A/B's grid is coarse)."""
+    arms = load_arms(fine_dir, "--fine-eval")
+    figures.mkdir(parents=True, exist_ok=True)
+    plots = [p for p in compare_runs.write_plots(arms, figures, REFERENCE) if p.stem.startswith("ap_vs")]
+    rel = figures.relative_to(page_dir) if figures.is_relative_to(page_dir) else figures
+    return (["## Iterations to 90% of Hungarian's final AP, on a finer evaluation grid", "",
+             f"Runs in `{fine_dir}` ({', '.join(f'{a}: {len(r)}' for a, r in sorted(arms.items()))} seeds), "
+             "the same configs as the A/B above with more frequent evaluations (each run's overrides are in "
+             "the provenance table).", "", compare_runs.summary_table(arms, REFERENCE), ""]
+            + target_lines(arms) + [f"![{p.stem}]({rel / p.name})" for p in plots]
+            + ["", PROVENANCE, "", compare_runs.provenance_table(arms), ""])
 
 
 def screen_section(screen_dir: Path) -> List[str]:
@@ -205,6 +229,8 @@ def main(argv=None) -> str:
     parser.add_argument("--ab", type=Path, help="tools/run_ab.py output folder")
     parser.add_argument("--focus", nargs="*", default=[], metavar="ARM",
                         help="arms of --ab also plotted alone with Hungarian, first")
+    parser.add_argument("--fine-eval", type=Path, default=None,
+                        help="tools/run_ab.py output folder of an A/B evaluated more often (iterations to 90%%)")
     parser.add_argument("--screen", type=Path, default=None,
                         help="tools/run_ab.py output folder of short screening runs (diagnostics table)")
     parser.add_argument("--iteration-cost", type=Path, nargs="*", default=[], help="tools/iteration_cost.py JSONs")
@@ -212,7 +238,7 @@ def main(argv=None) -> str:
     parser.add_argument("--small-model", type=Path, nargs="*", default=[], help="tools/small_query_model.py JSONs")
     parser.add_argument("--output", type=Path, default=Path("docs/results.md"))
     args = parser.parse_args(argv)
-    for path in [args.ab, args.screen, *args.iteration_cost, *args.mask_quality, *args.small_model]:
+    for path in [args.ab, args.fine_eval, args.screen, *args.iteration_cost, *args.mask_quality, *args.small_model]:
         if path is not None and not path.exists():
             parser.error(f"{path} does not exist")
     info = machine_info()
@@ -224,6 +250,8 @@ def main(argv=None) -> str:
     page_dir = args.output.parent
     if args.ab:
         lines += ab_section(args.ab, page_dir, page_dir / args.output.stem / "ab", args.focus)
+    if args.fine_eval:
+        lines += fine_eval_section(args.fine_eval, page_dir, page_dir / args.output.stem / "fine_eval")
     if args.screen:
         lines += screen_section(args.screen)
     if args.iteration_cost:

@@ -43,7 +43,7 @@ def test_page_from_artefacts(tmp_path):
     screen = tmp_path / "screen"
     write_run(screen / "hungarian_seed0", "hungarian", 0, [(24, 50), (49, 60)], 0.5)
     out = tmp_path / "docs" / "results.md"
-    page = results_page.main(["--ab", str(ab), "--focus", "influencer", "--screen", str(screen),
+    page = results_page.main(["--ab", str(ab), "--focus", "influencer", "--screen", str(screen), "--fine-eval", str(ab),
                               "--iteration-cost", str(cost), str(counted), "--small-model", str(small),
                               "--mask-quality", str(quality), "--output", str(out)])
     assert out.read_text() == page
@@ -55,6 +55,11 @@ def test_page_from_artefacts(tmp_path):
     assert ("In short: 1 of 2 arms reach Hungarian's final segm AP (influencer); 1 of 2 reach 90% of it in at "
             "most 0.7x its iterations (influencer); every other arm ends below Hungarian.") in page
     assert "| exclusive | detach_ownership=True | 100 | 0 | 0.500 |" in page
+    # the finer-grid A/B (here the same runs) gets its own section with the same target lines
+    assert "## Iterations to 90% of Hungarian's final AP, on a finer evaluation grid" in page
+    assert page.count("0.33x Hungarian's iterations (target ≤ 0.7x: met)") == 2
+    assert (tmp_path / "docs" / "results" / "fine_eval" / "ap_vs_iteration.png").is_file()
+    assert "(results/fine_eval/ap_vs_iteration.png)" in page
     assert page.count("(target ≤ 0.5: met)") == 2  # share 0.25/3.85 vs 1/4.6, one per measurement
     assert "2 measurements of the same comparison" in page
     assert page.count("| not counted |") == 2 and "| 10000 |" in page
