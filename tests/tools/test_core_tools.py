@@ -46,3 +46,6 @@ def test_dispatched_op_count_sees_each_operator_once():
     assert count_dispatched_ops(lambda: (a + b) * b) == one + 1
     # a composite operator counts the operators it calls, not itself
     assert count_dispatched_ops(lambda: torch.logsumexp(a[None], dim=1)) > 1
+    # views and allocations launch nothing
+    assert count_dispatched_ops(lambda: a[None].transpose(0, 1).reshape(2, 2)[0]) == 0
+    assert count_dispatched_ops(lambda: torch.empty(3).detach()) == 0
