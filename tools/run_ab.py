@@ -116,6 +116,7 @@ def final_metric(out_dir: Path, key: str = "segm/AP") -> Optional[float]:
 
 
 def start(run: PlannedRun, threads: int, commit: Optional[str]) -> subprocess.Popen:
+    """Launch one run; ``commit`` is the working tree's commit now, which the run imports."""
     run.out_dir.mkdir(parents=True, exist_ok=True)
     previous = read_info(run.out_dir)
     write_info(run.out_dir, {
@@ -183,12 +184,16 @@ def main(argv=None) -> int:
     total = len(arms) * len(args.seeds)
     print(f"A/B: arms {names}, seeds {args.seeds}: {total - len(runs)} done, {len(runs)} to run "
           f"({args.parallel} at once, {threads} threads each) -> {output}", flush=True)
-    commit = git_commit()
+    first_commit = git_commit()
     pending, active, failed, count = list(runs), [], 0, total - len(runs)
     while pending or active:
         while pending and len(active) < args.parallel:
             run = pending.pop(0)
-            print(f"  start {run.arm.name} seed {run.seed}{' (resuming)' if run.resume else ''}", flush=True)
+            # each run imports the working tree as it is when the run starts: record that commit
+            commit = git_commit()
+            changed = f" (the working tree is now at {commit}; the A/B started at {first_commit})" \
+                if commit != first_commit else ""
+            print(f"  start {run.arm.name} seed {run.seed}{' (resuming)' if run.resume else ''}{changed}", flush=True)
             active.append((run, start(run, threads, commit)))
         time.sleep(0.2)
         for run, proc in list(active):

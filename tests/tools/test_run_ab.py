@@ -95,3 +95,18 @@ def test_duplicate_arm_names(tmp_path, capsys):
         run_ab.main(["--arm", "a=configs/synthetic/influencer.py", "--arm", "a=configs/synthetic/hungarian.py",
                      "--output", str(tmp_path)])
     assert "unique" in capsys.readouterr().err
+
+
+def test_each_run_records_the_commit_it_started_at(tmp_path, fake_train, capsys, monkeypatch):
+    """A run imports the working tree when it starts: a commit made while the A/B runs is the
+    one the later runs record (and the runner says so)."""
+    commits = iter(["aaa1111", "aaa1111", "bbb2222", "bbb2222"])
+    monkeypatch.setattr(run_ab, "git_commit", lambda: next(commits))
+    out = tmp_path / "ab"
+    argv = arms("influencer", "hungarian") + ["--seeds", "0", "--output", str(out), "--parallel", "1",
+                                               "--train-script", str(fake_train)]
+    assert run_ab.main(argv) == 0
+    recorded = {arm: json.loads((out / f"{arm}_seed0" / "run_info.json").read_text())["commit"]
+                for arm in ("influencer", "hungarian")}
+    assert recorded == {"influencer": "aaa1111", "hungarian": "bbb2222"}
+    assert "the working tree is now at bbb2222; the A/B started at aaa1111" in capsys.readouterr().out
