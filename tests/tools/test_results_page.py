@@ -34,6 +34,10 @@ def test_page_from_artefacts(tmp_path):
                    instances_with_duplicates=0.0)
     small.write_text(json.dumps({"args": {"steps": 100, "seed": 0, "influencer": {"detach_ownership": True}},
                                  "results": {"hungarian": metrics, "exclusive": metrics}}))
+    synthetic = tmp_path / "cost_synthetic.json"  # another model: no verdict on the COCO target
+    synthetic.write_text(json.dumps({"command": "iteration_cost.py --config-files configs/synthetic/hungarian.py "
+                                     "configs/synthetic/influencer.py", "device": "cpu", "batch": 8, "size": 128,
+                                     "instances": [3], "iters": 3, "machine": {}, "results": results}))
     quality = tmp_path / "quality.json"
     size = dict(iou=0.5, recall=0.75, precision=0.625, missed=0.25, instances=4, max_area=0.02)
     quality.write_text(json.dumps({"command": "mask_quality.py runs/h runs/i", "images": 8, "confident": 0.5,
@@ -42,9 +46,10 @@ def test_page_from_artefacts(tmp_path):
                                        "small": size, "medium": size, "large": None}}}))
     screen = tmp_path / "screen"
     write_run(screen / "hungarian_seed0", "hungarian", 0, [(24, 50), (49, 60)], 0.5)
+    (ab / "PROVENANCE.md").write_text("a correction")
     out = tmp_path / "docs" / "results.md"
     page = results_page.main(["--ab", str(ab), "--focus", "influencer", "--screen", str(screen), "--fine-eval", str(ab),
-                              "--iteration-cost", str(cost), str(counted), "--small-model", str(small),
+                              "--iteration-cost", str(cost), str(counted), str(synthetic), "--small-model", str(small),
                               "--mask-quality", str(quality), "--output", str(out)])
     assert out.read_text() == page
     lines = {line.split("**")[1]: line for line in page.splitlines() if line.startswith("* **")}
@@ -60,10 +65,12 @@ def test_page_from_artefacts(tmp_path):
     assert page.count("0.33x Hungarian's iterations (target ≤ 0.7x: met)") == 2
     assert (tmp_path / "docs" / "results" / "fine_eval" / "ap_vs_iteration.png").is_file()
     assert "(results/fine_eval/ap_vs_iteration.png)" in page
-    assert page.count("(target ≤ 0.5: met)") == 2  # share 0.25/3.85 vs 1/4.6, one per measurement
-    assert "2 measurements of the same comparison" in page
+    assert page.count(f"Corrections to this table, written by hand: `{ab / 'PROVENANCE.md'}`.") == 2
+    # share 0.25/3.85 vs 1/4.6, one per COCO measurement; none for the synthetic model's
+    assert page.count("(target ≤ 0.5: met)") == 2 and page.count("its share of the iteration is") == 3
+    assert "3 measurements, each a separate run of the tool" in page
     assert page.count("| not counted |") == 2 and "| 10000 |" in page
-    assert page.count("operators") == 1 and "it dispatches 2.50x Hungarian's operators" in page
+    assert page.count("it dispatches 2.50x Hungarian's operators") == 2
     assert "| hungarian_seed0 | medium (area <= 0.020) | 4 | 0.500 | 0.750 | 0.625 | - | - | - | 0.25 | 2.5 | - |" in page
     assert "| hungarian_seed0 | large" not in page  # no instances in that tercile
     assert "## Early training" in page and "| hungarian | 1 | 24 / 49 | – | – | 0.50 / 0.60 | 60.00 |" in page
