@@ -45,8 +45,8 @@ _ownership = dict(
 # loss_mask + loss_dice of the Hungarian criterion); the Influencer potentials are off (attraction,
 # repulsion, background and exclusion weights 0), so a query the plan leaves in the dustbin keeps a
 # free mask, as an unmatched one does. No matcher, no CPU solve, no host sync. Measured on the
-# synthetic A/B (docs/results.md, docs/loss.md section 9): segm AP 40.2 +- 0.8 over 3 seeds against
-# Hungarian's 39.7 +- 0.0.
+# synthetic A/Bs (docs/results.md, docs/loss.md section 9): segm AP 39.6 +- 0.8 over 6 runs against
+# Hungarian's 40.1 +- 0.9 (two A/Bs of 3 seeds: 40.2 vs 39.7, then 39.1 vs 40.5); not faster.
 influencer = L(InfluencerCriterion)(
     **_ownership,
     ownership_mask_cost=5.0,
