@@ -168,7 +168,8 @@ def objectness_loss(scores: Sequence[Tensor], point_logits: Sequence[Tensor], po
 
 
 class SetCriterionBase(nn.Module):
-    """Deep supervision, input checking and the shared terms; subclasses score one layer."""
+    """Deep supervision, input checking and the shared terms; subclasses score one layer
+    (:meth:`_layer_losses`) or all layers at once (:meth:`_all_layer_losses`)."""
 
     def __init__(self, num_classes: int, weight_dict: Mapping[str, float], eos_coef: float = 0.1,
                  num_points: int = 12544):
