@@ -105,8 +105,7 @@ class Arm:
 
         outputs = self.model.predict(images)
         mark()
-        losses = self.criterion(outputs, targets)
-        loss = sum(self.criterion.weight_dict[k] * v for k, v in losses.items())
+        loss = self.weighted_loss(outputs, targets)
         mark()
         tensors = output_tensors(outputs)
         grads = torch.autograd.grad(loss, tensors, allow_unused=True)
@@ -123,15 +122,15 @@ class Arm:
             for phase, start, end in zip(PHASES, stamps, stamps[1:]):
                 self.times[phase].append(end - start)
 
+    def weighted_loss(self, outputs, targets: List[Dict]) -> torch.Tensor:
+        losses = self.criterion(outputs, targets)
+        return sum(self.criterion.weight_dict[k] * v for k, v in losses.items())
+
     def criterion_ops(self, images: torch.Tensor, targets: List[Dict]) -> int:
         """Operators one criterion forward + backward (to the network's outputs) dispatches."""
         outputs = self.model.predict(images)
-
-        def criterion_step():
-            losses = self.criterion(outputs, targets)
-            loss = sum(self.criterion.weight_dict[k] * v for k, v in losses.items())
-            torch.autograd.grad(loss, output_tensors(outputs), allow_unused=True)
-        return count_dispatched_ops(criterion_step)
+        return count_dispatched_ops(lambda: torch.autograd.grad(self.weighted_loss(outputs, targets),
+                                                                output_tensors(outputs), allow_unused=True))
 
     def summary(self) -> Dict[str, float]:
         med = {p: statistics.median(v) for p, v in self.times.items()}

@@ -612,7 +612,9 @@ def mask_influencer_loss(
         own = log_own[:num_inst].exp()  # (K, Q), rows sum to 1
         # A term of weight 0 is computed from detached inputs (its value is still reported), so that
         # no statistic it reads gets a backward product.
-        live = lambda term_weight, t: t if term_weight else t.detach()  # noqa: E731
+        def live(term_weight: float, t: Tensor) -> Tensor:
+            return t if term_weight else t.detach()
+
         attractive = -(own * live(attr_weight, claims)).sum(dim=1).mean()
         # Exclusion on each instance's exclusive points: every non-owner must say "no" there.
         weight = 1.0 - own
@@ -665,8 +667,6 @@ def mask_influencer_loss(
             else:
                 out["dustbin_ownership"] = (1.0 - own.sum(dim=0)).clamp(min=0.0).detach()
         return out
-
-
 
     results = _with_batched_plans([loss_steps(**problem) for problem in problems], temperature, sinkhorn_iters,
                                   anneal_ownership)
