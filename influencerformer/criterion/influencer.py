@@ -66,6 +66,11 @@ def query_objectness(class_logits: Tensor) -> Tensor:
     return 1.0 - torch.softmax(class_logits.detach().float(), dim=-1)[..., -1]
 
 
+def _read_training_calls(criterion: "InfluencerCriterion", incompatible_keys) -> None:
+    """After a checkpoint is loaded: continue the instance-mass schedule from its call count."""
+    criterion._training_calls = int(criterion.training_calls)
+
+
 class InfluencerCriterion(SetCriterionBase):
     """No matcher anywhere: returns ``loss_ce``, ``loss_influencer`` (and ``loss_score`` when
     ``pred_scores`` are given), plus ``_i`` copies per aux layer.
@@ -97,7 +102,11 @@ class InfluencerCriterion(SetCriterionBase):
     queries do (see the core loss); ``exclusion_scale="point"`` weighs every point of the
     exclusion alike (Mask2Former's BCE scale) instead of every instance; ``query_balance > 0``
     biases every image's ownership towards the queries the batch uses least
-    (:func:`query_usage_bias`, from the final layer's plans); ``density_weighted_points`` weighs
+    (:func:`query_usage_bias`, from the final layer's plans); ``instance_mass`` m > 1 makes the
+    plan one-to-few (about m claimants per instance, each classified as it and sharing its mask
+    terms; see the core loss), falling linearly to one-to-one over the first
+    ``instance_mass_iters`` training calls (counted in a buffer, so a resumed run continues the
+    schedule; 0: m throughout); ``density_weighted_points`` weighs
     each dense-input point by the inverse of its sampling density (importance-sampled points 1, as
     in Mask2Former), so the points drawn inside instances -- up to tens of times denser than the
     uniform ones inside a small instance -- stop tilting the means over all points (the owner's
@@ -117,7 +126,8 @@ class InfluencerCriterion(SetCriterionBase):
                  ownership_mask_cost: float = 0.0, density_weighted_points: bool = False,
                  leak_weight: float = 0.0, class_evidence: str = "log_odds",
                  objectness_background: bool = False, query_balance: float = 0.0,
-                 free_non_owners: bool = False, exclusion_scale: str = "instance"):
+                 free_non_owners: bool = False, exclusion_scale: str = "instance", instance_mass: float = 1.0,
+                 instance_mass_iters: int = 0):
         super().__init__(num_classes, weight_dict, eos_coef, num_points)
         if formulation not in FORMULATIONS:
             raise ValueError(f"formulation must be one of {FORMULATIONS}; got {formulation!r}")
@@ -161,7 +171,28 @@ class InfluencerCriterion(SetCriterionBase):
                              "background as well as on other instances: it needs objectness_exclusion=True")
         self.objectness_exclusion = objectness_exclusion
         self.query_balance = query_balance
+        if not instance_mass >= 1.0:
+            raise ValueError(f"instance_mass must be >= 1 (1: one query per instance); got {instance_mass}")
+        if instance_mass != 1.0 and (formulation != "exclusive" or sinkhorn_iters <= 0):
+            raise ValueError("instance_mass > 1 (a one-to-few plan) needs formulation='exclusive' and "
+                             f"sinkhorn_iters > 0; got {formulation!r} and {sinkhorn_iters}")
+        if instance_mass_iters < 0:
+            raise ValueError(f"instance_mass_iters must be >= 0; got {instance_mass_iters}")
+        self.instance_mass = instance_mass
+        self.instance_mass_iters = instance_mass_iters
+        self._training_calls = 0  # read on the host each call; the buffer carries it through checkpoints
+        if instance_mass_iters > 0:
+            self.register_buffer("training_calls", torch.zeros((), dtype=torch.long))
+            self.register_load_state_dict_post_hook(_read_training_calls)
         self.last_stats: Dict[str, Tensor] = {}
+
+    def current_instance_mass(self) -> float:
+        """The plan's instance mass now: ``instance_mass``, falling linearly to 1 over the first
+        ``instance_mass_iters`` training calls when that is > 0."""
+        if self.instance_mass_iters <= 0 or self.instance_mass == 1.0:
+            return self.instance_mass
+        progress = min(self._training_calls / self.instance_mass_iters, 1.0)
+        return self.instance_mass + (1.0 - self.instance_mass) * progress
 
     def _points(self, preds: LayerPredictions, targets, cache: dict) -> Tuple[List[Tensor], List[Tensor]]:
         """Per image (Q, P) mask logits and (K, P) binary GT at shared points."""
@@ -185,6 +216,10 @@ class InfluencerCriterion(SetCriterionBase):
         """Every layer's terms from one call of the core loss over all (layer, image) problems, so
         that their ownership plans are computed together (one batched Sinkhorn per step)."""
         cache: dict = {}
+        loss_kwargs = dict(self.loss_kwargs, instance_mass=self.current_instance_mass())
+        if self.instance_mass_iters > 0 and self.training and torch.is_grad_enabled():
+            self._training_calls += 1
+            self.training_calls.fill_(self._training_calls)  # no host sync
         inputs = []  # per layer: B x (Q, P) logits, B x (K, P) targets, B ownership biases
         for preds in layers:
             point_logits, point_targets = self._points(preds, targets, cache)
@@ -202,7 +237,7 @@ class InfluencerCriterion(SetCriterionBase):
             with torch.no_grad():
                 plans = [out["ownership"] for out in mask_influencer_loss(
                     [lg.detach() for lg in point_logits], point_targets, targets=cache["prepared"],
-                    ownership_bias=biases, return_ownership=True, **self.loss_kwargs)]
+                    ownership_bias=biases, return_ownership=True, **loss_kwargs)]
             temperature = resolve_temperature(self.formulation, self.loss_kwargs["temperature"])
             usage = query_usage_bias(plans, temperature, self.query_balance)
             inputs = [(lgs, tgts, [usage.to(t.device).expand(t.shape[0], -1) if b is None else b + usage.to(b.device)
@@ -214,7 +249,7 @@ class InfluencerCriterion(SetCriterionBase):
             [lg for lgs, _, _ in inputs for lg in lgs], [t for _, tgts, _ in inputs for t in tgts],
             targets=cache["prepared"] * len(layers), ownership_bias=[b for _, _, bs in inputs for b in bs],
             query_objectness=[o for per_image in objectness for o in per_image], return_ownership=True,
-            **self.loss_kwargs)
+            **loss_kwargs)
         batch = len(targets)
         per_layer = []
         for index, (preds, (point_logits, point_targets, _)) in enumerate(zip(layers, inputs)):

@@ -111,13 +111,17 @@ class _LogSigmoidStatistics(torch.autograd.Function):
 
 
 def sinkhorn_ownership(claims: Tensor, dustbin: Tensor, temperature: float, num_iters: int,
-                       anneal: bool = False) -> Tensor:
+                       anneal: bool = False, instance_mass: float = 1.0) -> Tensor:
     """Soft one-to-one ownership of instances by queries (log-domain Sinkhorn).
 
     Rows are the K instances plus, when Q > K, a "dustbin" row of mass Q - K that absorbs the
     queries left without an instance; every query (column) has capacity max(1, K / Q). With
     ``num_iters == 0`` this is a plain softmax over queries per instance (no dustbin).
     A fixed number of normalisations; no solver, no argmax.
+
+    ``instance_mass`` m >= 1 makes the plan one-to-few: each instance row has mass
+    ``max(1, min(m, Q / K))`` -- about m queries of capacity 1 each -- and the dustbin the rest,
+    ``Q - K * mass``. m = 1 is the one-to-one plan.
 
     With ``anneal`` (epsilon-scaling), the temperature starts at the spread of the scores and
     falls geometrically to ``temperature`` over the first 3/4 of the iterations: early
@@ -130,14 +134,21 @@ def sinkhorn_ownership(claims: Tensor, dustbin: Tensor, temperature: float, num_
         claims: (K, Q) claim scores ``g``.
         dustbin: (Q,) the score of each query for "no instance" (its silence).
     Returns:
-        (K + d, Q) log ownership, d = 1 if a dustbin row is present else 0; each of the first
-        K rows sums to 1 (exactly: the last normalisation is over rows).
+        (K + d, Q) log ownership, d = 1 if Q > K else 0; each of the first K rows sums to its mass,
+        1 for the one-to-one plan (exactly: the last normalisation is over rows).
     """
-    return batched_sinkhorn_ownership([claims], [dustbin], temperature, num_iters, anneal)[0]
+    return batched_sinkhorn_ownership([claims], [dustbin], temperature, num_iters, anneal, instance_mass)[0]
+
+
+def instance_row_mass(num_instances: int, num_queries: int, instance_mass: float) -> float:
+    """The mass of each instance row of a plan: ``max(1, min(instance_mass, Q / K))`` (1 when K = 0)."""
+    if num_instances == 0:
+        return 1.0
+    return max(1.0, min(instance_mass, num_queries / num_instances))
 
 
 def batched_sinkhorn_ownership(claims: Sequence[Tensor], dustbins: Sequence[Tensor], temperature: float,
-                               num_iters: int, anneal: bool = False) -> List[Tensor]:
+                               num_iters: int, anneal: bool = False, instance_mass: float = 1.0) -> List[Tensor]:
     """:func:`sinkhorn_ownership` of independent problems (the images and decoder layers of a step) at once.
 
     Args:
@@ -159,7 +170,12 @@ def batched_sinkhorn_ownership(claims: Sequence[Tensor], dustbins: Sequence[Tens
         if c.dim() != 2 or d.shape != (c.shape[1],):
             raise ValueError(f"problem {n}: claims must be (K, Q) and the dustbin (Q,); "
                              f"got {tuple(c.shape)} and {tuple(d.shape)}")
+    if not instance_mass >= 1.0:
+        raise ValueError(f"instance_mass must be >= 1 (1: one query per instance); got {instance_mass}")
     if num_iters <= 0:
+        if instance_mass != 1.0:
+            raise ValueError("instance_mass > 1 needs Sinkhorn iterations (num_iters > 0): a softmax over "
+                             "queries cannot give an instance more than one query")
         return [torch.log_softmax(c / temperature, dim=1) for c in claims]
     sizes = [tuple(c.shape) for c in claims]
     k_max, q_max = max(k for k, _ in sizes), max(q for _, q in sizes)
@@ -170,9 +186,10 @@ def batched_sinkhorn_ownership(claims: Sequence[Tensor], dustbins: Sequence[Tens
     log_row = scores.new_full((num_problems, k_max + 1), -inf)
     log_col = scores.new_full((num_problems, q_max), -inf)
     for n, (k, q) in enumerate(sizes):  # fills from the shapes alone: no host-to-device copy
-        log_row[n, :k] = 0.0
-        if q > k:
-            log_row[n, k_max] = math.log(q - k)
+        mass = instance_row_mass(k, q, instance_mass)
+        log_row[n, :k] = math.log(mass)
+        if q - k * mass > 1e-6:  # else (a one-to-few plan using every query) the dustbin row has no mass
+            log_row[n, k_max] = math.log(q - k * mass)
         log_col[n, :q] = math.log(max(1.0, k / q))
     temperatures = [scores.new_full((num_problems,), temperature)] * num_iters
     if anneal and num_iters > 2:
@@ -373,6 +390,7 @@ def mask_influencer_loss(
     query_objectness: Optional[Tensor] = None,
     objectness_background: bool = False,
     free_non_owners: bool = False,
+    instance_mass: float = 1.0,
     point_weights: Optional[Tensor] = None,
     return_ownership: bool = False,
     targets: Optional[InfluencerTargets] = None,
@@ -465,6 +483,14 @@ def mask_influencer_loss(
             completely (so its ownership is 0) may say "yes" anywhere at no cost; the ownership,
             hence the class targets, are still one-to-one at the minimum -- Hungarian's notion of
             a unique set prediction. A perfect duplicate still costs (it takes half the ownership).
+        instance_mass: "exclusive" only; m >= 1 (default 1): a one-to-few plan
+            (:func:`sinkhorn_ownership`) in which each instance takes about m queries, each with a
+            share up to 1 (the returned ``"ownership"``, hence each claimant's class target); the
+            per-pair terms (attraction, dice, BCE, leak) weigh each claimant by its share over m,
+            so an instance weighs 1 whatever m, and the exclusion spares all m. More queries learn
+            masks early (the one-to-many supervision that speeds up DETR-like training, e.g.
+            H-DETR); the minimum is m copies of each instance, so anneal m to 1 (the criterion's
+            ``instance_mass_iters``) to end at the one-to-one minimum.
         point_weights: (P,) positive weight of each point in every mean the loss takes (default
             all 1), e.g. the density correction of instance-stratified points
             (:func:`influencerformer.point_sampling.shared_point_coords`). Positive weights leave
@@ -485,6 +511,8 @@ def mask_influencer_loss(
         raise ValueError(f"leak_weight must be >= 0; got {leak_weight}")
     if free_non_owners and formulation != "exclusive":
         raise ValueError(f"free_non_owners needs formulation='exclusive'; got {formulation!r}")
+    if instance_mass != 1.0 and formulation != "exclusive":
+        raise ValueError(f"instance_mass needs formulation='exclusive' (the original has no plan); got {formulation!r}")
     batched = not isinstance(mask_logits, Tensor)
     problems = _per_problem(batched, mask_logits=mask_logits, target_masks=target_masks, targets=targets,
                             ownership_bias=ownership_bias, query_objectness=query_objectness,
@@ -609,7 +637,10 @@ def mask_influencer_loss(
             scale = (ownership_spread_floor / spread.clamp(min=1e-6)).clamp(min=1.0)  # only ever sharpens
             own_claims, own_silence = own_claims * scale, own_silence * scale
         log_own = yield own_claims, own_silence
-        own = log_own[:num_inst].exp()  # (K, Q), rows sum to 1
+        plan = log_own[:num_inst].exp()  # (K, Q): each query's share of each instance, rows sum to its mass
+        # the weight of each query's per-pair terms on each instance: rows sum to 1 (a one-to-few
+        # plan's claimants share it)
+        own = plan if instance_mass == 1.0 else plan / plan.sum(dim=1, keepdim=True)
         # A term of weight 0 is computed from detached inputs (its value is still reported), so that
         # no statistic it reads gets a backward product.
         def live(term_weight: float, t: Tensor) -> Tensor:
@@ -617,7 +648,7 @@ def mask_influencer_loss(
 
         attractive = -(own * live(attr_weight, claims)).sum(dim=1).mean()
         # Exclusion on each instance's exclusive points: every non-owner must say "no" there.
-        weight = 1.0 - own
+        weight = 1.0 - plan
         if exclusion == "share":
             # ... pushed in proportion to its share of the "yes" on the instance, so the total push on
             # a point balances the owner's single pull (with "sum", Q - 1 non-owners outvote it through
@@ -629,11 +660,11 @@ def mask_influencer_loss(
             # while the ownership is undecided (a symmetric start, where the summed push would silence
             # every query) and 1 at the one-to-one assignment. It is > 0, so the zero set -- and the
             # unique minimum -- are those of "sum".
-            weight = weight * own.amax(dim=1, keepdim=True)
+            weight = weight * plan.amax(dim=1, keepdim=True)
         if query_objectness is not None:
             weight = weight * query_objectness[None, :]
         if free_non_owners:
-            owned_mass = own.detach().sum(dim=0).clamp(max=1.0)  # (Q,), 0 for a dustbin query
+            owned_mass = plan.detach().sum(dim=0).clamp(max=1.0)  # (Q,), 0 for a dustbin query
             weight = weight * owned_mass[None, :]
             bg_term = (bg_mean * owned_mass).sum()
         if exclusion_scale == "point":
@@ -661,19 +692,20 @@ def mask_influencer_loss(
             out["leak"] = leak_term.detach()
         out["loss"] = _weighted_sum(terms, zero)
         if return_ownership:
-            out["ownership"] = full_rows(own)
+            out["ownership"] = full_rows(plan)
             if log_own.shape[0] > num_inst:
                 out["dustbin_ownership"] = log_own[num_inst].exp().detach()
             else:
-                out["dustbin_ownership"] = (1.0 - own.sum(dim=0)).clamp(min=0.0).detach()
+                out["dustbin_ownership"] = (1.0 - plan.sum(dim=0)).clamp(min=0.0).detach()
         return out
 
     results = _with_batched_plans([loss_steps(**problem) for problem in problems], temperature, sinkhorn_iters,
-                                  anneal_ownership)
+                                  anneal_ownership, instance_mass)
     return results if batched else results[0]
 
 
-def _with_batched_plans(steps: List, temperature: float, num_iters: int, anneal: bool) -> List[Dict[str, Tensor]]:
+def _with_batched_plans(steps: List, temperature: float, num_iters: int, anneal: bool,
+                        instance_mass: float) -> List[Dict[str, Tensor]]:
     """Run generators of :func:`mask_influencer_loss`'s ``loss_steps`` with one batched Sinkhorn for all."""
     results: List = [None] * len(steps)
     waiting = []
@@ -683,7 +715,8 @@ def _with_batched_plans(steps: List, temperature: float, num_iters: int, anneal:
         except StopIteration as done:  # no plan needed (the original formulation, no instances)
             results[index] = done.value
     plans = batched_sinkhorn_ownership([scores[0] for _, _, scores in waiting],
-                                       [scores[1] for _, _, scores in waiting], temperature, num_iters, anneal)
+                                       [scores[1] for _, _, scores in waiting], temperature, num_iters, anneal,
+                                       instance_mass)
     for (index, step, _), plan in zip(waiting, plans):
         try:
             step.send(plan)
@@ -726,7 +759,7 @@ class MaskInfluencerLoss(nn.Module):
                  anneal_ownership: bool = False, bce_weight: float = 0.0,
                  ownership_spread_floor: Optional[float] = None, ownership_mask_cost: float = 0.0,
                  leak_weight: float = 0.0, objectness_background: bool = False,
-                 free_non_owners: bool = False, exclusion_scale: str = "instance"):
+                 free_non_owners: bool = False, exclusion_scale: str = "instance", instance_mass: float = 1.0):
         super().__init__()
         if formulation not in FORMULATIONS:
             raise ValueError(f"formulation must be one of {FORMULATIONS}; got {formulation!r}")
@@ -738,7 +771,7 @@ class MaskInfluencerLoss(nn.Module):
                            bce_weight=bce_weight, ownership_spread_floor=ownership_spread_floor,
                            ownership_mask_cost=ownership_mask_cost, leak_weight=leak_weight,
                            objectness_background=objectness_background, free_non_owners=free_non_owners,
-                           exclusion_scale=exclusion_scale)
+                           exclusion_scale=exclusion_scale, instance_mass=instance_mass)
 
     def forward(self, mask_logits: Tensor, target_masks: Tensor, return_ownership: bool = False,
                 ownership_bias: Optional[Tensor] = None,

@@ -108,6 +108,40 @@ def test_point_form_mask_term_is_the_core_loss():
     assert losses["loss_influencer"].item() == pytest.approx(expected.item(), rel=1e-6)
 
 
+def test_instance_mass_falls_to_one_to_one_and_resumes_from_a_checkpoint():
+    """instance_mass 3 over 4 training calls: 3, 2.5, 2, 1.5, then 1 for good; every layer's plan
+    (the class targets) has that row mass; eval calls do not count; a loaded state continues."""
+    gen = torch.Generator().manual_seed(6)
+    flags = dict(anneal_ownership=True, sinkhorn_iters=40, instance_mass=3.0)
+    crit = InfluencerCriterion(C, I_WEIGHTS, instance_mass_iters=4, **flags)
+    outputs, targets = point_batch(gen, scores=False)  # Q = 8 and 11 for K = 2 and 1
+    seen = []
+    for step in range(6):
+        mass = crit.current_instance_mass()
+        seen.append(mass)
+        crit(outputs, targets)
+        assert torch.allclose(crit.last_assignments[0].sum(1), torch.full((2,), mass), atol=1e-4)
+        if step == 1:
+            crit.eval()
+            crit(outputs, targets)
+            assert crit.current_instance_mass() == 2.0
+            crit.train()
+    assert seen == [3.0, 2.5, 2.0, 1.5, 1.0, 1.0]
+    resumed = InfluencerCriterion(C, I_WEIGHTS, instance_mass_iters=4, **flags)
+    state = {k: v.clone() for k, v in crit.state_dict().items()}
+    assert int(state["training_calls"]) == 6
+    resumed.load_state_dict(state)
+    assert resumed.current_instance_mass() == 1.0
+    # a constant mass (no schedule) adds nothing to checkpoints
+    assert InfluencerCriterion(C, I_WEIGHTS, **flags).state_dict() == {}
+    with pytest.raises(ValueError, match="instance_mass must be >= 1"):
+        InfluencerCriterion(C, I_WEIGHTS, instance_mass=0.0)
+    with pytest.raises(ValueError, match="needs formulation='exclusive' and sinkhorn_iters > 0"):
+        InfluencerCriterion(C, I_WEIGHTS, instance_mass=2.0, sinkhorn_iters=0)
+    with pytest.raises(ValueError, match="instance_mass_iters must be >= 0"):
+        InfluencerCriterion(C, I_WEIGHTS, instance_mass_iters=-1)
+
+
 def test_variant_flags_reach_the_core_loss():
     gen = torch.Generator().manual_seed(4)
     flags = dict(exclusion="owned", dice_weight=0.5, claim_floor=-2.3, detach_ownership=False,

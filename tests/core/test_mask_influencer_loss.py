@@ -407,6 +407,56 @@ def test_sinkhorn_ownership_marginals():
     assert torch.allclose(sinkhorn_ownership(claims, torch.zeros(4), 0.5, 0), torch.log_softmax(claims / 0.5, 1))
 
 
+def test_one_to_few_plan_marginals_and_errors():
+    """instance_mass m: each instance row has mass max(1, min(m, Q / K)), every query capacity
+    max(1, K / Q), the dustbin the rest -- none when the instances use every query."""
+    gen = torch.Generator().manual_seed(1)
+    for (num_inst, num_queries), row_mass, dustbin_mass in [((3, 8), 2.0, 2.0), ((3, 5), 5 / 3, 0.0),
+                                                             ((8, 3), 1.0, None), ((2, 10), 2.0, 6.0)]:
+        claims = -torch.rand(num_inst, num_queries, generator=gen, dtype=torch.float64) * 3
+        own = sinkhorn_ownership(claims, -torch.rand(num_queries, generator=gen, dtype=torch.float64), 0.5, 300,
+                                 instance_mass=2.0).exp()
+        assert own.shape == (num_inst + (dustbin_mass is not None), num_queries)
+        assert torch.allclose(own[:num_inst].sum(1), torch.full((num_inst,), row_mass, dtype=torch.float64))
+        capacity = max(1.0, num_inst / num_queries)
+        assert torch.allclose(own.sum(0), torch.full((num_queries,), capacity, dtype=torch.float64), atol=1e-6)
+        if dustbin_mass is not None:
+            assert own[num_inst].sum().item() == pytest.approx(dustbin_mass, abs=1e-6)
+    # the two best claimants of each instance take it, one query each
+    claims = torch.full((2, 6), -5.0)
+    claims[0, [1, 4]] = claims[1, [0, 2]] = -0.1
+    own = sinkhorn_ownership(claims, torch.full((6,), -3.0), 0.2, 40, anneal=True, instance_mass=2.0).exp()
+    assert (own[0, [1, 4]] > 0.99).all() and (own[1, [0, 2]] > 0.99).all() and (own[2, [3, 5]] > 0.99).all()
+    with pytest.raises(ValueError, match="instance_mass must be >= 1"):
+        sinkhorn_ownership(claims, torch.zeros(6), 0.2, 10, instance_mass=0.5)
+    with pytest.raises(ValueError, match="instance_mass > 1 needs Sinkhorn iterations"):
+        sinkhorn_ownership(claims, torch.zeros(6), 0.2, 0, instance_mass=2.0)
+    masks, configs = query_configurations(2, 6)
+    with pytest.raises(ValueError, match="instance_mass needs formulation='exclusive'"):
+        mask_influencer_loss(configs["ideal"], masks, formulation="original", instance_mass=2.0)
+
+
+def test_one_to_few_minimum_is_m_copies_each_sharing_the_instance():
+    """With instance_mass 2 and the matcher-free terms, two perfect copies of every instance cost
+    nothing, both get the instance in the returned ownership (their class targets), and the
+    one-to-one configuration is no longer the minimum (each instance's second claimant is a silent
+    query); with m = 1, the ideal is back at 0. The per-pair terms weigh each claimant by half."""
+    masks, configs = query_configurations(2, 6)
+    twins = configs["ideal"].clone()
+    twins[2:4] = twins[0:2]  # queries 2, 3 copy queries 0, 1
+    options = dict(MATCHER_FREE_DEFAULT, instance_mass=2.0)
+    few = mask_influencer_loss(twins, masks, return_ownership=True, **options)
+    assert few["loss"].item() < 1e-3
+    owners = few["ownership"] > 0.99
+    assert owners[0, [0, 2]].all() and owners[1, [1, 3]].all() and owners.sum() == 4
+    one_to_one = mask_influencer_loss(configs["ideal"], masks, return_ownership=True, **options)
+    assert one_to_one["loss"].item() > 0.5 and torch.allclose(one_to_one["ownership"].sum(1), torch.full((2,), 2.0))
+    assert mask_influencer_loss(configs["ideal"], masks, **MATCHER_FREE_DEFAULT)["loss"].item() < 1e-3
+    # half weight each: the loss of the one-to-one configuration is half its silent claimants' terms
+    silent_dice = 1.0 - 1.0 / (masks.sum(1) + 1.0)  # a query saying "no" everywhere, +1 smoothed
+    assert one_to_one["dice"].item() == pytest.approx(0.5 * silent_dice.mean().item(), rel=0.05)
+
+
 def test_exclusive_penalises_a_confident_duplicate_with_a_non_vanishing_gradient():
     masks, configs = query_configurations(2, 4)
     z = configs["one_duplicate"].clone().requires_grad_(True)
@@ -807,23 +857,27 @@ def test_free_non_owners_leaves_a_dustbin_querys_mask_free():
         mask_influencer_loss(z, masks, formulation="original", free_non_owners=True)
 
 
-@pytest.mark.parametrize("anneal,iters", [(False, 10), (True, 40)], ids=["plain", "annealed"])
-def test_batched_sinkhorn_plans_each_problem_as_if_alone(anneal, iters):
+@pytest.mark.parametrize("anneal,iters,mass", [(False, 10, 1.0), (True, 40, 1.0), (True, 40, 2.0)],
+                         ids=["plain", "annealed", "one-to-few"])
+def test_batched_sinkhorn_plans_each_problem_as_if_alone(anneal, iters, mass):
     """Padding to one block gives each problem exactly its own plan: instances without queries'
-    capacity (K > Q), no dustbin (K = Q), no instance at all (K = 0) and spreads far apart."""
+    capacity (K > Q), no dustbin (K = Q), no instance at all (K = 0) and spreads far apart; with
+    two queries per instance, a dustbin left without mass ((3, 6)) too."""
     from influencerformer.losses import batched_sinkhorn_ownership
+    from influencerformer.losses.influencer import instance_row_mass
     gen = torch.Generator().manual_seed(5)
-    sizes = [(3, 5), (0, 4), (6, 4), (5, 5), (2, 9)]
-    spreads = (1, 3, 10, 30, 0.1)
+    sizes = [(3, 5), (0, 4), (6, 4), (5, 5), (2, 9), (3, 6)]
+    spreads = (1, 3, 10, 30, 0.1, 2)
     claims = [torch.randn(k, q, generator=gen, dtype=torch.float64) * s for (k, q), s in zip(sizes, spreads)]
     dustbins = [torch.randn(q, generator=gen, dtype=torch.float64) for _, q in sizes]
-    batched = batched_sinkhorn_ownership(claims, dustbins, 0.2, iters, anneal)
+    batched = batched_sinkhorn_ownership(claims, dustbins, 0.2, iters, anneal, mass)
     for c, d, plan, (k, q) in zip(claims, dustbins, batched, sizes):
-        alone = sinkhorn_ownership(c, d, 0.2, iters, anneal)
+        alone = sinkhorn_ownership(c, d, 0.2, iters, anneal, mass)
         assert plan.shape == alone.shape == (k + (q > k), q)
         assert torch.allclose(plan, alone, rtol=1e-10, atol=1e-10)
         if k:
-            assert torch.allclose(plan[:k].exp().sum(dim=1), torch.ones(k, dtype=torch.float64))
+            row_mass = instance_row_mass(k, q, mass)
+            assert torch.allclose(plan[:k].exp().sum(dim=1), torch.full((k,), row_mass, dtype=torch.float64))
     with pytest.raises(ValueError, match="2 claim matrices but 1 dustbin"):
         batched_sinkhorn_ownership(claims[:2], dustbins[:1], 0.2, iters)
     with pytest.raises(ValueError, match=r"problem 1: claims must be \(K, Q\) and the dustbin \(Q,\)"):
