@@ -184,7 +184,7 @@ class InfluencerCriterion(SetCriterionBase):
         if instance_mass_iters > 0:
             self.register_buffer("training_calls", torch.zeros((), dtype=torch.long))
             self.register_load_state_dict_post_hook(_read_training_calls)
-        self.last_stats: Dict[str, Tensor] = {}
+        self.last_stats: Dict[str, Tensor] = {}  # the final layer's weighted terms, mean over images
 
     def current_instance_mass(self) -> float:
         """The plan's instance mass now: ``instance_mass``, falling linearly to 1 over the first
@@ -249,7 +249,7 @@ class InfluencerCriterion(SetCriterionBase):
             [lg for lgs, _, _ in inputs for lg in lgs], [t for _, tgts, _ in inputs for t in tgts],
             targets=cache["prepared"] * len(layers), ownership_bias=[b for _, _, bs in inputs for b in bs],
             query_objectness=[o for per_image in objectness for o in per_image], return_ownership=True,
-            **loss_kwargs)
+            report_unweighted=self.formulation != "exclusive", **loss_kwargs)
         batch = len(targets)
         per_layer = []
         for index, (preds, (point_logits, point_targets, _)) in enumerate(zip(layers, inputs)):

@@ -393,6 +393,7 @@ def mask_influencer_loss(
     instance_mass: float = 1.0,
     point_weights: Optional[Tensor] = None,
     return_ownership: bool = False,
+    report_unweighted: bool = True,
     targets: Optional[InfluencerTargets] = None,
 ) -> Dict[str, Tensor] | List[Dict[str, Tensor]]:
     """Influencer loss of one image / scene, or of several at once.
@@ -499,9 +500,13 @@ def mask_influencer_loss(
             when the caller reuses them over several decoder layers.
         return_ownership: also return the detached (K, Q) ownership (``"ownership"``) used for
             classification targets, and the dustbin row (``"dustbin_ownership"``, (Q,)).
+        report_unweighted: "exclusive" only (default True); also compute and report the potentials
+            of weight 0 (attraction, repulsion, background, exclusion). False skips them: on a GPU
+            they are a few dozen small kernels per problem that change nothing.
     Returns:
-        dict with ``loss`` (differentiable) and detached ``attractive``, ``repulsive``,
-        ``background`` (and ``exclusion`` for "exclusive").
+        dict with ``loss`` (differentiable) and the detached terms: ``attractive``, ``repulsive``,
+        ``background`` (and ``exclusion`` for "exclusive"; with ``report_unweighted=False`` those
+        of non-zero weight only) and ``dice``, ``bce``, ``leak`` when weighted.
     """
     temperature = resolve_temperature(formulation, temperature)
     _validate_options(formulation, temperature, exclusion, exclusion_scale)
@@ -570,21 +575,30 @@ def mask_influencer_loss(
         claims = log_parts[0]  # (K, Q) log geometric means
         # weighted means of softplus(z) = -log(1 - s), per row group; rows of the mean and the
         # background are (1, Q)
-        claims_softplus, mean_softplus, bg_softplus = (lin - log for lin, log in zip(lin_parts[:3], log_parts[:3]))
-        mean_softplus, bg_mean = mean_softplus[0], bg_softplus[0]  # (Q,) each
-        # on each instance's own points (the claim rows when no instance overlaps another)
-        exclusive_mean = lin_parts[3] - log_parts[3] if len(groups) > 3 else claims_softplus  # (K, Q)
-        # Summed over queries like the exclusion: each query's "no" on the background weighs as much
-        # as its "no" on an instance it does not own (a mean over queries made it Q times weaker).
-        if objectness_background:
-            bg_mean = bg_mean * query_objectness
-        # with free_non_owners each query's weight comes from the plan (below); with no instance every
-        # query is in the dustbin and the term is 0
-        bg_term = zero if free_non_owners else bg_mean.sum()
+        def softplus_means(group: int) -> Tensor:
+            return lin_parts[group] - log_parts[group]
+
+        mean_softplus = softplus_means(1)[0]  # (Q,)
+        with_background, with_exclusion = bool(bg_weight) or report_unweighted, bool(excl_weight) or report_unweighted
+        claims_softplus = softplus_means(0) if leak_weight > 0 or (with_exclusion and len(groups) == 3) else None
+        # on each instance's own points (the claim rows when no instance overlaps another), (K, Q)
+        exclusive_mean = (softplus_means(3) if len(groups) > 3 else claims_softplus) if with_exclusion else None
+        bg_term = bg_mean = None
+        if with_background:
+            bg_mean = softplus_means(2)[0]  # (Q,)
+            # Summed over queries like the exclusion: each query's "no" on the background weighs as
+            # much as its "no" on an instance it does not own (a mean over queries made it Q times weaker).
+            if objectness_background:
+                bg_mean = bg_mean * query_objectness
+            # with free_non_owners each query's weight comes from the plan (below); with no instance
+            # every query is in the dustbin and the term is 0
+            bg_term = zero if free_non_owners else bg_mean.sum()
         silence = -mean_softplus  # (Q,) log geometric mean of "no" over all points
         if num_inst == 0:
-            out = {"loss": _weighted_sum([(bg_weight, bg_term)], zero), "attractive": zero.detach(),
-                   "repulsive": zero.detach(), "background": bg_term.detach(), "exclusion": zero.detach()}
+            out = {"loss": _weighted_sum([(bg_weight, bg_term)], zero)}
+            out.update({name: value.detach() for name, term_weight, value in (
+                ("attractive", attr_weight, zero), ("repulsive", rep_weight, zero), ("background", bg_weight, bg_term),
+                ("exclusion", excl_weight, zero)) if term_weight or report_unweighted})
             if dice_weight > 0:
                 out["dice"] = zero.detach()
             if bce_weight > 0:
@@ -641,41 +655,52 @@ def mask_influencer_loss(
         # the weight of each query's per-pair terms on each instance: rows sum to 1 (a one-to-few
         # plan's claimants share it)
         own = plan if instance_mass == 1.0 else plan / plan.sum(dim=1, keepdim=True)
-        # A term of weight 0 is computed from detached inputs (its value is still reported), so that
-        # no statistic it reads gets a backward product.
+        # A term of weight 0 is computed from detached inputs, so that no statistic it reads gets a
+        # backward product -- and only when its value is to be reported.
         def live(term_weight: float, t: Tensor) -> Tensor:
             return t if term_weight else t.detach()
 
-        attractive = -(own * live(attr_weight, claims)).sum(dim=1).mean()
-        # Exclusion on each instance's exclusive points: every non-owner must say "no" there.
-        weight = 1.0 - plan
-        if exclusion == "share":
-            # ... pushed in proportion to its share of the "yes" on the instance, so the total push on
-            # a point balances the owner's single pull (with "sum", Q - 1 non-owners outvote it through
-            # shared network features). A share is 0 only for a query already silent on k: same zero
-            # set, same unique minimum. See docs/loss.md for what each choice measured.
-            weight = weight * exclusive_mean / exclusive_mean.sum(dim=1, keepdim=True).clamp(min=1e-12)
-        elif exclusion == "owned":
-            # ... pushed only as strongly as someone already owns the instance: max_q own[k, q] is 1/Q
-            # while the ownership is undecided (a symmetric start, where the summed push would silence
-            # every query) and 1 at the one-to-one assignment. It is > 0, so the zero set -- and the
-            # unique minimum -- are those of "sum".
-            weight = weight * plan.amax(dim=1, keepdim=True)
-        if query_objectness is not None:
-            weight = weight * query_objectness[None, :]
-        if free_non_owners:
-            owned_mass = plan.detach().sum(dim=0).clamp(max=1.0)  # (Q,), 0 for a dustbin query
-            weight = weight * owned_mass[None, :]
-            bg_term = (bg_mean * owned_mass).sum()
-        if exclusion_scale == "point":
-            exclusive_mean = exclusive_mean * (targets.exclusive_areas.to(exclusive_mean.dtype) / num_points)[:, None]
-        exclusion_term = (live(excl_weight, weight) * live(excl_weight, exclusive_mean)).sum(dim=1).mean()
-        repulsive = profile_repulsion(live(rep_weight, claims), rep_margin) if num_inst > 1 else zero
-        bg_term = live(bg_weight, bg_term)
-        terms = [(attr_weight, attractive), (rep_weight, repulsive), (bg_weight, bg_term),
-                 (excl_weight, exclusion_term)]
-        out = {"attractive": attractive.detach(), "repulsive": repulsive.detach(),
-               "background": bg_term.detach(), "exclusion": exclusion_term.detach()}
+        owned_mass = plan.detach().sum(dim=0).clamp(max=1.0) if free_non_owners else None  # (Q,), 0: dustbin
+        terms, out = [], {}
+        if attr_weight or report_unweighted:
+            attractive = -(own * live(attr_weight, claims)).sum(dim=1).mean()
+            terms.append((attr_weight, attractive))
+            out["attractive"] = attractive.detach()
+        if rep_weight or report_unweighted:
+            repulsive = profile_repulsion(live(rep_weight, claims), rep_margin) if num_inst > 1 else zero
+            terms.append((rep_weight, repulsive))
+            out["repulsive"] = repulsive.detach()
+        if bg_weight or report_unweighted:
+            if free_non_owners:
+                bg_term = (bg_mean * owned_mass).sum()
+            bg_term = live(bg_weight, bg_term)
+            terms.append((bg_weight, bg_term))
+            out["background"] = bg_term.detach()
+        if excl_weight or report_unweighted:
+            # Exclusion on each instance's exclusive points: every non-owner must say "no" there.
+            weight = 1.0 - plan
+            if exclusion == "share":
+                # ... pushed in proportion to its share of the "yes" on the instance, so the total push
+                # on a point balances the owner's single pull (with "sum", Q - 1 non-owners outvote it
+                # through shared network features). A share is 0 only for a query already silent on k:
+                # same zero set, same unique minimum. See docs/loss.md for what each choice measured.
+                weight = weight * exclusive_mean / exclusive_mean.sum(dim=1, keepdim=True).clamp(min=1e-12)
+            elif exclusion == "owned":
+                # ... pushed only as strongly as someone already owns the instance: max_q own[k, q] is
+                # 1/Q while the ownership is undecided (a symmetric start, where the summed push would
+                # silence every query) and 1 at the one-to-one assignment. It is > 0, so the zero set
+                # -- and the unique minimum -- are those of "sum".
+                weight = weight * plan.amax(dim=1, keepdim=True)
+            if query_objectness is not None:
+                weight = weight * query_objectness[None, :]
+            if free_non_owners:
+                weight = weight * owned_mass[None, :]
+            if exclusion_scale == "point":
+                exclusive_mean = exclusive_mean * (targets.exclusive_areas.to(exclusive_mean.dtype)
+                                                   / num_points)[:, None]
+            exclusion_term = (live(excl_weight, weight) * live(excl_weight, exclusive_mean)).sum(dim=1).mean()
+            terms.append((excl_weight, exclusion_term))
+            out["exclusion"] = exclusion_term.detach()
         if dice_weight > 0:
             dice_term = (own * pair_dice).sum(dim=1).mean()
             terms.append((dice_weight, dice_term))

@@ -407,6 +407,31 @@ def test_sinkhorn_ownership_marginals():
     assert torch.allclose(sinkhorn_ownership(claims, torch.zeros(4), 0.5, 0), torch.log_softmax(claims / 0.5, 1))
 
 
+@pytest.mark.parametrize("num_inst", [0, 2])
+def test_unreported_potentials_of_weight_zero_are_not_computed(num_inst, monkeypatch):
+    """report_unweighted=False: the same loss and gradient, no key for a potential of weight 0 --
+    and the repulsion (the costliest) is never called."""
+    import influencerformer.losses.influencer as core
+    masks, configs = query_configurations(2, 5)
+    masks = masks[:num_inst]
+    z = (configs["one_duplicate"] * 0.3).requires_grad_(True)
+    options = dict(MATCHER_FREE_DEFAULT, excl_weight=0.5)
+    reported = mask_influencer_loss(z, masks, **options)
+    grad_reported, = torch.autograd.grad(reported["loss"], z)
+
+    def no_repulsion(*args, **kwargs):
+        raise AssertionError("the repulsion was computed at weight 0")
+    monkeypatch.setattr(core, "profile_repulsion", no_repulsion)
+    skipped = mask_influencer_loss(z, masks, report_unweighted=False, **options)
+    grad_skipped, = torch.autograd.grad(skipped["loss"], z)
+    assert set(reported) - set(skipped) == {"attractive", "repulsive", "background"}
+    assert skipped.keys() >= {"loss", "exclusion", "bce", "dice"}
+    torch.testing.assert_close(skipped["loss"], reported["loss"])
+    torch.testing.assert_close(grad_skipped, grad_reported)
+    for name in skipped:
+        torch.testing.assert_close(skipped[name], reported[name])
+
+
 def test_one_to_few_plan_marginals_and_errors():
     """instance_mass m: each instance row has mass max(1, min(m, Q / K)), every query capacity
     max(1, K / Q), the dustbin the rest -- none when the instances use every query."""
