@@ -68,7 +68,7 @@ class _LogSigmoidStatistics(torch.autograd.Function):
         stats = [weights @ _transposed(F.logsigmoid, logits), weights @ logits.transpose(0, 1)]
         if with_sigmoid:
             stats.append(weights @ _transposed(torch.sigmoid, logits))
-        return tuple(part.clone() for stat in stats for part in stat.split(group_sizes))
+        return tuple(part for stat in stats for part in stat.split(group_sizes))
 
     @staticmethod
     def backward(ctx, *grads: Optional[Tensor]):
