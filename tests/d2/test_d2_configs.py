@@ -12,9 +12,9 @@ from omegaconf import OmegaConf  # noqa: E402
 from conftest import REPO_ROOT  # noqa: E402
 
 CONFIGS = ["coco/influencer.py", "coco/hungarian.py", "coco/influencer_potentials.py", "synthetic/influencer.py",
-           "synthetic/hungarian.py", "synthetic/influencer_potentials.py"]
+           "synthetic/hungarian.py", "synthetic/influencer_potentials.py", "synthetic/influencer_one_to_few.py"]
 CRITERIA = {"influencer": "InfluencerCriterion", "influencer_potentials": "InfluencerCriterion",
-            "hungarian": "HungarianCriterion"}
+            "influencer_one_to_few": "InfluencerCriterion", "hungarian": "HungarianCriterion"}
 
 
 def load(name):
@@ -39,7 +39,7 @@ def test_model_builds(name):
         assert model.criterion.class_ownership_weight == 1.0
         assert model.criterion.importance_sample_ratio == 0.75 and model.criterion.oversample_ratio == 3.0
         # the default weighs Mask2Former's owner losses with the plan; the potentials config the potentials
-        owner_losses = kind == "influencer"
+        owner_losses = kind in ("influencer", "influencer_one_to_few")
         assert (kwargs["dice_weight"], kwargs["ownership_mask_cost"]) == ((1.0, 5.0) if owner_losses else (0.0, 0.0))
         potentials = [kwargs[key] for key in ("attr_weight", "rep_weight", "bg_weight", "excl_weight")]
         assert potentials == ([0.0] * 4 if owner_losses else [1.0] * 4)
@@ -63,6 +63,18 @@ def test_pair_differs_only_in_criterion(dataset, other):
         cfg["model"].pop("criterion")
         cfg["train"].pop("output_dir")
     assert a == b
+
+
+def test_one_to_few_config_is_the_default_with_an_annealed_instance_mass():
+    a = OmegaConf.to_container(load("synthetic/influencer.py"), resolve=False)
+    b = OmegaConf.to_container(load("synthetic/influencer_one_to_few.py"), resolve=False)
+    criterion = b["model"]["criterion"]
+    assert (criterion.pop("instance_mass"), criterion.pop("instance_mass_iters")) == (3.0, 600)
+    for cfg in (a, b):
+        cfg["train"].pop("output_dir")
+    assert a == b
+    criterion = instantiate(load("synthetic/influencer_one_to_few.py").model.criterion)
+    assert criterion.current_instance_mass() == 3.0 and "training_calls" in criterion.state_dict()
 
 
 def test_coco_recipe():
