@@ -477,6 +477,11 @@ def test_one_to_few_minimum_is_m_copies_each_sharing_the_instance():
     one_to_one = mask_influencer_loss(configs["ideal"], masks, return_ownership=True, **options)
     assert one_to_one["loss"].item() > 0.5 and torch.allclose(one_to_one["ownership"].sum(1), torch.full((2,), 2.0))
     assert mask_influencer_loss(configs["ideal"], masks, **MATCHER_FREE_DEFAULT)["loss"].item() < 1e-3
+    # with the Influencer potentials too: the exclusion spares every claimant, so the twins cost
+    # nothing at m = 2 and their duplicates are excluded at m = 1
+    potentials = dict(sinkhorn_iters=40, anneal_ownership=True)
+    assert mask_influencer_loss(twins, masks, instance_mass=2.0, **potentials)["loss"].item() < 1e-2
+    assert mask_influencer_loss(twins, masks, **potentials)["exclusion"].item() > 0.5
     # half weight each: the loss of the one-to-one configuration is half its silent claimants' terms
     silent_dice = 1.0 - 1.0 / (masks.sum(1) + 1.0)  # a query saying "no" everywhere, +1 smoothed
     assert one_to_one["dice"].item() == pytest.approx(0.5 * silent_dice.mean().item(), rel=0.05)
