@@ -249,7 +249,7 @@ class InfluencerCriterion(SetCriterionBase):
             [lg for lgs, _, _ in inputs for lg in lgs], [t for _, tgts, _ in inputs for t in tgts],
             targets=cache["prepared"] * len(layers), ownership_bias=[b for _, _, bs in inputs for b in bs],
             query_objectness=[o for per_image in objectness for o in per_image], return_ownership=True,
-            report_unweighted=self.formulation != "exclusive", **loss_kwargs)
+            report_unweighted=False, **loss_kwargs)
         batch = len(targets)
         per_layer = []
         for index, (preds, (point_logits, point_targets, _)) in enumerate(zip(layers, inputs)):

@@ -488,10 +488,10 @@ def mask_influencer_loss(
             (:func:`sinkhorn_ownership`) in which each instance takes about m queries, each with a
             share up to 1 (the returned ``"ownership"``, hence each claimant's class target); the
             per-pair terms (attraction, dice, BCE, leak) weigh each claimant by its share over m,
-            so an instance weighs 1 whatever m, and the exclusion spares all m. More queries learn
-            masks early (the one-to-many supervision that speeds up DETR-like training, e.g.
-            H-DETR); the minimum is m copies of each instance, so anneal m to 1 (the criterion's
-            ``instance_mass_iters``) to end at the one-to-one minimum.
+            so an instance weighs 1 whatever m, and the exclusion spares all m: more queries learn
+            masks early, the one-to-many supervision of H-DETR or Group DETR without extra queries
+            (measured in docs/loss.md section 10). The minimum is m copies of each instance, so
+            anneal m to 1 (the criterion's ``instance_mass_iters``) to end at the one-to-one minimum.
         point_weights: (P,) positive weight of each point in every mean the loss takes (default
             all 1), e.g. the density correction of instance-stratified points
             (:func:`influencerformer.point_sampling.shared_point_coords`). Positive weights leave
