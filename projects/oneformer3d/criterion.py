@@ -90,8 +90,10 @@ class OneFormer3DInfluencerCriterion:
         sinkhorn_iters, exclusion, dice_weight, detach_ownership, claim_floor, anneal_ownership,
         bce_weight, class_ownership_weight, ownership_spread_floor, objectness_exclusion,
         ownership_mask_cost, leak_weight, class_evidence, objectness_background, query_balance,
-        free_non_owners, exclusion_scale: passed unchanged to the core criterion (``None``: the core's
-            default).
+        free_non_owners, exclusion_scale, instance_mass, instance_mass_iters: passed unchanged to the
+            core criterion (``None``: the core's default). OneFormer3D keeps its criterion outside
+            the model's modules, so ``instance_mass_iters`` counts the calls of this process: a
+            resumed run restarts that schedule.
         iter_matcher: accepted so that OneFormer3D configs can switch criteria by changing
             ``type`` only; there is no matcher, so it has no effect.
     """
@@ -108,7 +110,8 @@ class OneFormer3DInfluencerCriterion:
                  ownership_mask_cost: Optional[float] = None, leak_weight: Optional[float] = None,
                  class_evidence: Optional[str] = None, objectness_background: Optional[bool] = None,
                  query_balance: Optional[float] = None, free_non_owners: Optional[bool] = None,
-                 exclusion_scale: Optional[str] = None, iter_matcher: Optional[bool] = None):
+                 exclusion_scale: Optional[str] = None, instance_mass: Optional[float] = None,
+                 instance_mass_iters: Optional[int] = None, iter_matcher: Optional[bool] = None):
         weights = [float(w) for w in loss_weight]
         if len(weights) not in (2, 3):
             raise ValueError(f"loss_weight must be [cls, influencer] or [cls, influencer, score]; "
@@ -129,7 +132,8 @@ class OneFormer3DInfluencerCriterion:
                            ("ownership_mask_cost", ownership_mask_cost), ("leak_weight", leak_weight),
                            ("class_evidence", class_evidence), ("objectness_background", objectness_background),
                            ("query_balance", query_balance), ("free_non_owners", free_non_owners),
-                           ("exclusion_scale", exclusion_scale)):
+                           ("exclusion_scale", exclusion_scale), ("instance_mass", instance_mass),
+                           ("instance_mass_iters", instance_mass_iters)):
             if value is not None:
                 optional[key] = value
         self.core = CoreInfluencerCriterion(

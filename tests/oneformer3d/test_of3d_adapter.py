@@ -143,6 +143,8 @@ def test_config_keys_reach_the_core():
     assert criterion(query_balance=1.0).core.query_balance == 1.0
     assert criterion(free_non_owners=True).core.loss_kwargs["free_non_owners"] is True
     assert criterion(exclusion_scale="point").core.loss_kwargs["exclusion_scale"] == "point"
+    one_to_few = criterion(instance_mass=2.0, instance_mass_iters=100, sinkhorn_iters=40).core
+    assert (one_to_few.instance_mass, one_to_few.instance_mass_iters) == (2.0, 100)
     both = criterion(objectness_exclusion=True, objectness_background=True).core
     assert both.loss_kwargs["objectness_background"] is True and both.objectness_exclusion is True
     from influencerformer.criterion.influencer import class_probability
