@@ -1,7 +1,8 @@
 """The synthetic Influencer config with a one-to-few ownership early in training (docs/loss.md
 section 10): each instance is owned by up to 3 queries at the start, by one from iteration 600 on.
-Measured: segm AP 40.3 +- 0.4 over 3 seeds, against 39.1 +- 0.4 for influencer.py and 40.5 +- 1.2
-for hungarian.py on the same evaluation grid (docs/results.md); no faster to 90% of Hungarian's."""
+Measured on two A/Bs of 3 seeds (docs/results.md): segm AP 40.5 +- 1.1 over the 6 runs, against
+40.1 +- 0.9 for hungarian.py and 39.6 +- 0.8 for influencer.py; no faster to 90% of Hungarian's, and
+well behind both while several queries own each instance."""
 from .influencer import dataloader, lr_multiplier, model, optimizer, train
 
 model.criterion.instance_mass = 3.0
