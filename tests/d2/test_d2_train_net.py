@@ -92,6 +92,27 @@ def test_train_resume_eval(criterion, tiny_synthetic_root, tmp_path):
             assert all(0.0 <= result[size][k] <= 1.0 for k in ("iou", "recall", "precision", "missed"))
 
 
+def test_one_to_few_schedule_survives_resume(tiny_synthetic_root, tmp_path):
+    """The instance-mass schedule counts training calls in a buffer the checkpoints carry: a run
+    resumed from iteration 3 continues it (calls 3 -> 5), it does not restart it."""
+    import torch
+
+    out = str(tmp_path / "one_to_few")
+    base = ["--config-file", "configs/synthetic/influencer_one_to_few.py"] + SMALL + [
+        f"train.output_dir={out}", "dataloader.train.total_batch_size=2", "train.checkpointer.period=100",
+        "train.eval_period=0", "model.criterion.instance_mass_iters=4"]
+
+    def calls():
+        state = torch.load(os.path.join(out, "model_final.pth"), map_location="cpu", weights_only=False)["model"]
+        return int(state["criterion.training_calls"])
+
+    run(base + ["train.max_iter=3"], tiny_synthetic_root)
+    assert calls() == 3
+    log = run(["--resume"] + base + ["train.max_iter=5"], tiny_synthetic_root)
+    assert "Starting training from iteration 3" in log
+    assert calls() == 5
+
+
 def test_two_process_gloo(tiny_synthetic_root, tmp_path):
     out = str(tmp_path / "ddp")
     log = run(
