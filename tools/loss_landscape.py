@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from influencerformer.testing import is_one_to_one, optimise_free_logits, random_instance_masks  # noqa: E402
-from tools.provenance import write_json  # noqa: E402
+from tools.provenance import machine_info, write_json  # noqa: E402
 
 
 def parse_variant(text: str) -> dict:
@@ -80,7 +80,7 @@ def main(argv=None) -> dict:
         print(f"| {name} | all | | {total}/{2 * args.seeds * len(cases)} one-to-one "
               f"({time.time() - start_time:.0f} s) | |", flush=True)
     if args.json:
-        write_json(args.json, {"steps": args.steps, "lr": args.lr, "seeds": args.seeds,
+        write_json(args.json, {"machine": machine_info(), "steps": args.steps, "lr": args.lr, "seeds": args.seeds,
                                "instance_points_only": args.instance_points_only, "results": results})
     return results
 

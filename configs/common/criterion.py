@@ -23,10 +23,11 @@ hungarian = L(HungarianCriterion)(
 )
 
 # What both matcher-free presets share: the Influencer ownership -- a 40-step annealed Sinkhorn
-# plan (the core's default is 10 plain steps) over each query's claim on each instance and its
-# class (class_ownership_weight, like the class cost of Mask2Former's matcher) -- the owner's
-# per-point BCE, and 3/4 of the points shared by all queries importance-sampled where some query
-# is uncertain (as Mask2Former's loss samples its points).
+# plan (also the core's default since docs/loss.md's "merge trap"; spelled out because the runs
+# measured below used it) over each query's claim on each instance and its class
+# (class_ownership_weight, like the class cost of Mask2Former's matcher) -- the owner's per-point
+# BCE, and 3/4 of the points shared by all queries importance-sampled where some query is
+# uncertain (as Mask2Former's loss samples its points).
 _ownership = dict(
     num_classes="${..num_classes}",
     weight_dict={"loss_ce": 2.0, "loss_influencer": 5.0},

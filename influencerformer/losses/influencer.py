@@ -157,8 +157,8 @@ def batched_sinkhorn_ownership(claims: Sequence[Tensor], dustbins: Sequence[Tens
         N log plans (K_n + d_n, Q_n), each equal to the problem's own :func:`sinkhorn_ownership`.
 
     The problems are padded to one (N, K_max + 1, Q_max) block whose padded rows and columns have
-    zero mass (log mass -inf): their dual potentials are -inf from the start, so they never
-    receive or give mass, and each problem anneals from its own spread. One sequence of
+    zero mass: they are masked out of every normalisation, so they never receive or give mass, and
+    each problem anneals from its own spread. One sequence of
     ``2 * num_iters`` ``logsumexp`` s serves all N problems: on a GPU, where each small op is a
     kernel launch, N times fewer launches than one plan per problem.
     """
@@ -191,27 +191,33 @@ def batched_sinkhorn_ownership(claims: Sequence[Tensor], dustbins: Sequence[Tens
         if q - k * mass > 1e-6:  # else (a one-to-few plan using every query) the dustbin row has no mass
             log_row[n, k_max] = math.log(q - k * mass)
         log_col[n, :q] = math.log(max(1.0, k / q))
+    row_padding, col_padding = (log_row == -inf)[:, :, None], (log_col == -inf)[:, None, :]
     temperatures = [scores.new_full((num_problems,), temperature)] * num_iters
     if anneal and num_iters > 2:
         # A schedule of (N,) tensors: the spreads never leave the device (no host sync). They are
         # not detached: the plan after a finite number of steps depends on them, and an
         # undetached ownership (detach_ownership=False) gets the exact gradient of what was computed.
         num_annealed = num_iters - max(2, num_iters // 4)  # the rest run at the final temperature
-        valid = (log_row > -inf)[:, :, None] & (log_col > -inf)[:, None, :]
-        spread = (scores.masked_fill(~valid, -inf).amax(dim=(1, 2))
-                  - scores.masked_fill(~valid, inf).amin(dim=(1, 2))).clamp(min=temperature)
+        padding = row_padding | col_padding
+        spread = (scores.masked_fill(padding, -inf).amax(dim=(1, 2))
+                  - scores.masked_fill(padding, inf).amin(dim=(1, 2))).clamp(min=temperature)
         ratio = (temperature / spread) ** (1.0 / max(num_annealed - 1, 1))
         temperatures = [(spread * ratio ** i).clamp(min=temperature) for i in range(num_annealed)]
         temperatures += [scores.new_full((num_problems,), temperature)] * (num_iters - num_annealed)
-    # f, g: dual potentials in score units, so they carry over between temperatures; -inf on the
-    # padding from the start
-    f = torch.zeros_like(log_row).masked_fill(log_row == -inf, -inf)
-    g = torch.zeros_like(log_col)
+    # f, g: dual potentials in score units, so they carry over between temperatures. They stay
+    # finite on the padding, which is masked out of every logsumexp instead: an infinite potential
+    # divided or multiplied by a temperature that carries a gradient (annealing) would make that
+    # gradient 0 * inf = nan.
+    log_row, log_col = log_row.masked_fill(row_padding[:, :, 0], 0.0), log_col.masked_fill(col_padding[:, 0], 0.0)
+    f, g = torch.zeros_like(log_row), torch.zeros_like(log_col)
     for eps in temperatures:
         eps_rows, eps_block = eps[:, None], eps[:, None, None]
-        g = eps_rows * (log_col - torch.logsumexp((scores + f[:, :, None]) / eps_block, dim=1))
-        f = eps_rows * (log_row - torch.logsumexp((scores + g[:, None, :]) / eps_block, dim=2))
-    log_plan = (scores + f[:, :, None] + g[:, None, :]) / temperature
+        g = eps_rows * (log_col - torch.logsumexp(((scores + f[:, :, None]) / eps_block).masked_fill(row_padding, -inf),
+                                                  dim=1))
+        f = eps_rows * (log_row - torch.logsumexp(((scores + g[:, None, :]) / eps_block).masked_fill(col_padding, -inf),
+                                                  dim=2))
+    # zero mass on the padding (a one-to-few plan's empty dustbin row is returned)
+    log_plan = ((scores + f[:, :, None] + g[:, None, :]) / temperature).masked_fill(row_padding | col_padding, -inf)
     return [torch.cat([plan[:k, :q], plan[k_max:, :q]]) if q > k else plan[:k, :q]
             for plan, (k, q) in zip(log_plan, sizes)]
 
@@ -375,13 +381,13 @@ def mask_influencer_loss(
     excl_weight: float = 1.0,
     rep_margin: float = 1.0,
     temperature: Optional[float] = None,
-    sinkhorn_iters: int = 10,
+    sinkhorn_iters: int = 40,
     exclusion: str = "sum",
     exclusion_scale: str = "instance",
     dice_weight: float = 0.0,
     detach_ownership: bool = True,
     claim_floor: Optional[float] = None,
-    anneal_ownership: bool = False,
+    anneal_ownership: bool = True,
     bce_weight: float = 0.0,
     ownership_spread_floor: Optional[float] = None,
     ownership_mask_cost: float = 0.0,
@@ -428,9 +434,12 @@ def mask_influencer_loss(
         claim_floor: "exclusive" only; the ownership sees claims (and silences) clamped from below
             at this log-probability (e.g. ``log(0.01)``), so a few Sinkhorn iterations enforce the
             query capacity even against silent queries. None: unclamped.
-        anneal_ownership: "exclusive" only; epsilon-scaling Sinkhorn (:func:`sinkhorn_ownership`):
-            the same plan at convergence, reached -- capacity included -- in ``sinkhorn_iters``
-            iterations (about 40) even when the claims span tens of units. Measured in docs/results.md.
+        anneal_ownership: "exclusive" only (default True, with ``sinkhorn_iters=40``); epsilon-scaling
+            Sinkhorn (:func:`sinkhorn_ownership`): the same plan at convergence, reached -- query
+            capacity included -- in about 40 iterations even when the claims span tens of units.
+            The uniqueness of the minimum assumes a plan within capacity: 10 plain iterations give
+            a query that merges two instances both of them, and only the repulsion charges the merge
+            (with zero gradient), so descent stays in it (docs/loss.md, "The merge trap").
         bce_weight: "exclusive" only; > 0 adds the owner BCE ``mean_k sum_q own[k, q] mean_p BCE(z_qp, M_kp)``
             (Mask2Former's per-point sigmoid BCE, every point weighted alike): >= 0, 0 at the
             one-to-one assignment. The claims weigh each instance's points by ``1 / area`` and the
@@ -779,9 +788,9 @@ class MaskInfluencerLoss(nn.Module):
     def __init__(self, *, formulation: str = "exclusive", attr_weight: float = 1.0,
                  rep_weight: float = 1.0, bg_weight: float = 1.0, excl_weight: float = 1.0,
                  rep_margin: float = 1.0, temperature: Optional[float] = None,
-                 sinkhorn_iters: int = 10, exclusion: str = "sum", dice_weight: float = 0.0,
+                 sinkhorn_iters: int = 40, exclusion: str = "sum", dice_weight: float = 0.0,
                  detach_ownership: bool = True, claim_floor: Optional[float] = None,
-                 anneal_ownership: bool = False, bce_weight: float = 0.0,
+                 anneal_ownership: bool = True, bce_weight: float = 0.0,
                  ownership_spread_floor: Optional[float] = None, ownership_mask_cost: float = 0.0,
                  leak_weight: float = 0.0, objectness_background: bool = False,
                  free_non_owners: bool = False, exclusion_scale: str = "instance", instance_mass: float = 1.0):

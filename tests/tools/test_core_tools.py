@@ -49,3 +49,21 @@ def test_dispatched_op_count_sees_each_operator_once():
     # views and allocations launch nothing
     assert count_dispatched_ops(lambda: a[None].transpose(0, 1).reshape(2, 2)[0]) == 0
     assert count_dispatched_ops(lambda: torch.empty(3).detach()) == 0
+
+
+def test_loss_landscape_writes_its_grid_and_the_torch_build(tmp_path, capsys):
+    """Whether a symmetric start ends one-to-one can depend on the torch build's rounding
+    (docs/loss.md, "The merge trap"), so the JSON records it next to the grid."""
+    import torch
+
+    from tools import loss_landscape
+
+    out = tmp_path / "landscape.json"
+    results = loss_landscape.main(["--seeds", "1", "--steps", "5", "--variant", "sinkhorn_iters=0", "--json", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved["machine"]["torch"] == torch.__version__ and saved["steps"] == 5
+    assert set(saved["results"]) == {"defaults", "sinkhorn_iters=0"} == set(results)
+    for rows in saved["results"].values():
+        assert [(r["K"], r["Q"]) for r in rows] == [(k, q) for k in (1, 5, 20) for q in sorted({k, 2 * k, 100})]
+        assert all(0 <= r["random"] <= 1 and 0 <= r["symmetric"] <= 1 for r in rows)
+    assert "| defaults | all |" in capsys.readouterr().out
