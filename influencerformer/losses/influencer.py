@@ -158,9 +158,9 @@ def batched_sinkhorn_ownership(claims: Sequence[Tensor], dustbins: Sequence[Tens
 
     The problems are padded to one (N, K_max + 1, Q_max) block whose padded rows and columns have
     zero mass: they are masked out of every normalisation, so they never receive or give mass, and
-    each problem anneals from its own spread. One sequence of
-    ``2 * num_iters`` ``logsumexp`` s serves all N problems: on a GPU, where each small op is a
-    kernel launch, N times fewer launches than one plan per problem.
+    each problem anneals from its own spread. One sequence of ``2 * num_iters`` ``logsumexp`` s
+    serves all N problems: on a GPU, where each small op is a kernel launch, N times fewer launches
+    than one plan per problem.
     """
     if len(claims) != len(dustbins):
         raise ValueError(f"got {len(claims)} claim matrices but {len(dustbins)} dustbin rows")
