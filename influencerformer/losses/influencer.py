@@ -147,6 +147,9 @@ def instance_row_mass(num_instances: int, num_queries: int, instance_mass: float
     return max(1.0, min(instance_mass, num_queries / num_instances))
 
 
+_PADDING_LOG_MASS = -1e30  # the log mass of a padded plan row or column (and of an empty dustbin)
+
+
 def batched_sinkhorn_ownership(claims: Sequence[Tensor], dustbins: Sequence[Tensor], temperature: float,
                                num_iters: int, anneal: bool = False, instance_mass: float = 1.0) -> List[Tensor]:
     """:func:`sinkhorn_ownership` of independent problems (the images and decoder layers of a step) at once.
@@ -157,8 +160,7 @@ def batched_sinkhorn_ownership(claims: Sequence[Tensor], dustbins: Sequence[Tens
         N log plans (K_n + d_n, Q_n), each equal to the problem's own :func:`sinkhorn_ownership`.
 
     The problems are padded to one (N, K_max + 1, Q_max) block whose padded rows and columns have
-    zero mass: they are masked out of every normalisation, so they never receive or give mass, and
-    each problem anneals from its own spread. One sequence of ``2 * num_iters`` ``logsumexp`` s
+    zero mass, so they never receive or give mass, and each problem anneals from its own spread. One sequence of ``2 * num_iters`` ``logsumexp`` s
     serves all N problems: on a GPU, where each small op is a kernel launch, N times fewer launches
     than one plan per problem.
     """
@@ -182,42 +184,40 @@ def batched_sinkhorn_ownership(claims: Sequence[Tensor], dustbins: Sequence[Tens
     # rows: instances (padded to K_max), then the dustbin
     scores = torch.stack([torch.cat([F.pad(c, (0, q_max - q, 0, k_max - k)), F.pad(d, (0, q_max - q))[None]])
                           for c, d, (k, q) in zip(claims, dustbins, sizes)])  # (N, K_max + 1, Q_max)
+    # Zero mass is a log mass of _PADDING_LOG_MASS, not -inf: its exponentials underflow to exactly
+    # 0, but it stays finite through products with the annealed temperatures, which carry a
+    # gradient -- an infinite potential would make that gradient 0 * inf = nan.
     num_problems, inf = len(sizes), float("inf")
-    log_row = scores.new_full((num_problems, k_max + 1), -inf)
-    log_col = scores.new_full((num_problems, q_max), -inf)
+    log_row = scores.new_full((num_problems, k_max + 1), _PADDING_LOG_MASS)
+    log_col = scores.new_full((num_problems, q_max), _PADDING_LOG_MASS)
     for n, (k, q) in enumerate(sizes):  # fills from the shapes alone: no host-to-device copy
         mass = instance_row_mass(k, q, instance_mass)
         log_row[n, :k] = math.log(mass)
         if q - k * mass > 1e-6:  # else (a one-to-few plan using every query) the dustbin row has no mass
             log_row[n, k_max] = math.log(q - k * mass)
         log_col[n, :q] = math.log(max(1.0, k / q))
-    row_padding, col_padding = (log_row == -inf)[:, :, None], (log_col == -inf)[:, None, :]
+    row_padding = log_row == _PADDING_LOG_MASS
     temperatures = [scores.new_full((num_problems,), temperature)] * num_iters
     if anneal and num_iters > 2:
         # A schedule of (N,) tensors: the spreads never leave the device (no host sync). They are
         # not detached: the plan after a finite number of steps depends on them, and an
         # undetached ownership (detach_ownership=False) gets the exact gradient of what was computed.
         num_annealed = num_iters - max(2, num_iters // 4)  # the rest run at the final temperature
-        padding = row_padding | col_padding
+        padding = row_padding[:, :, None] | (log_col == _PADDING_LOG_MASS)[:, None, :]
         spread = (scores.masked_fill(padding, -inf).amax(dim=(1, 2))
                   - scores.masked_fill(padding, inf).amin(dim=(1, 2))).clamp(min=temperature)
         ratio = (temperature / spread) ** (1.0 / max(num_annealed - 1, 1))
         temperatures = [(spread * ratio ** i).clamp(min=temperature) for i in range(num_annealed)]
         temperatures += [scores.new_full((num_problems,), temperature)] * (num_iters - num_annealed)
-    # f, g: dual potentials in score units, so they carry over between temperatures. They stay
-    # finite on the padding, which is masked out of every logsumexp instead: an infinite potential
-    # divided or multiplied by a temperature that carries a gradient (annealing) would make that
-    # gradient 0 * inf = nan.
-    log_row, log_col = log_row.masked_fill(row_padding[:, :, 0], 0.0), log_col.masked_fill(col_padding[:, 0], 0.0)
-    f, g = torch.zeros_like(log_row), torch.zeros_like(log_col)
+    # f, g: dual potentials in score units, so they carry over between temperatures; the padded
+    # rows' are at the padding's log mass from the start, so they never give mass
+    f = torch.zeros_like(log_row).masked_fill(row_padding, _PADDING_LOG_MASS)
+    g = torch.zeros_like(log_col)
     for eps in temperatures:
         eps_rows, eps_block = eps[:, None], eps[:, None, None]
-        g = eps_rows * (log_col - torch.logsumexp(((scores + f[:, :, None]) / eps_block).masked_fill(row_padding, -inf),
-                                                  dim=1))
-        f = eps_rows * (log_row - torch.logsumexp(((scores + g[:, None, :]) / eps_block).masked_fill(col_padding, -inf),
-                                                  dim=2))
-    # zero mass on the padding (a one-to-few plan's empty dustbin row is returned)
-    log_plan = ((scores + f[:, :, None] + g[:, None, :]) / temperature).masked_fill(row_padding | col_padding, -inf)
+        g = eps_rows * (log_col - torch.logsumexp((scores + f[:, :, None]) / eps_block, dim=1))
+        f = eps_rows * (log_row - torch.logsumexp((scores + g[:, None, :]) / eps_block, dim=2))
+    log_plan = (scores + f[:, :, None] + g[:, None, :]) / temperature
     return [torch.cat([plan[:k, :q], plan[k_max:, :q]]) if q > k else plan[:k, :q]
             for plan, (k, q) in zip(log_plan, sizes)]
 
