@@ -206,15 +206,19 @@ def _iteration_cost_measurement(path: Path) -> List[str]:
 
 def small_model_section(paths: List[Path]) -> List[str]:
     lines = ["## Small query model (tools/small_query_model.py)", "",
-             "| criterion | variant | steps | seed | mean best-IoU | best-IoU, any query | precision | recall | "
-             "instances with duplicates |", "|---|---|---|---|---|---|---|---|---|"]
+             "A variant lists its keywords of the core loss; \"default\" is the core's defaults at the commit "
+             "that measured it (reports without one predate 2026-12-03, whose default plan was 10 plain "
+             "Sinkhorn steps; it is 40 annealed ones since).", "",
+             "| criterion | variant | steps | seed | commit | mean best-IoU | best-IoU, any query | precision | "
+             "recall | instances with duplicates |", "|---|---|---|---|---|---|---|---|---|---|"]
     for path in paths:
         report = json.loads(path.read_text())
         args = report["args"]
+        commit = report.get("machine", {}).get("commit", "?")
         for name, m in report["results"].items():
             kwargs = m.get("kwargs", {} if name == "hungarian" else args.get("influencer", {}))
             variant = ",".join(f"{k}={v}" for k, v in sorted(kwargs.items())) or ("–" if name == "hungarian" else "default")
-            lines.append(f"| {m.get('criterion', name)} | {variant} | {args['steps']} | {args['seed']} | "
+            lines.append(f"| {m.get('criterion', name)} | {variant} | {args['steps']} | {args['seed']} | {commit} | "
                          f"{m['mean_best_iou']:.3f} | {m['mask_best_iou_any_query']:.3f} | {m['precision']:.3f} | "
                          f"{m['recall']:.3f} | {m['instances_with_duplicates']:.3f} |")
     return lines + [""]

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from influencerformer.criterion import HungarianCriterion, InfluencerCriterion  # noqa: E402
 from influencerformer.matching import HungarianMatcher  # noqa: E402
-from tools.provenance import write_json  # noqa: E402
+from tools.provenance import machine_info, write_json  # noqa: E402
 
 NUM_CLASSES = 2  # rectangle, ellipse
 
@@ -218,7 +218,8 @@ def main(argv=None) -> Dict[str, Dict[str, float]]:
         print(f"| {label} | {m['mean_best_iou']:.3f} | {m['mask_best_iou_any_query']:.3f} | {m['precision']:.3f} | {m['recall']:.3f} | "
               f"{m['instances_with_duplicates']:.3f} | {m['seconds']:.0f} |", flush=True)
     if args.json:
-        write_json(args.json, {"args": vars(args) | {"json": str(args.json)}, "results": results})
+        write_json(args.json, {"machine": machine_info(), "args": vars(args) | {"json": str(args.json)},
+                               "results": results})
     return results
 
 

@@ -32,7 +32,8 @@ def test_page_from_artefacts(tmp_path):
     small = tmp_path / "small.json"
     metrics = dict(mean_best_iou=0.5, mask_best_iou_any_query=0.6, precision=0.7, recall=0.4,
                    instances_with_duplicates=0.0)
-    small.write_text(json.dumps({"args": {"steps": 100, "seed": 0, "influencer": {"detach_ownership": True}},
+    small.write_text(json.dumps({"machine": {"commit": "abc1234"},
+                                 "args": {"steps": 100, "seed": 0, "influencer": {"detach_ownership": True}},
                                  "results": {"hungarian": metrics, "exclusive": metrics}}))
     synthetic = tmp_path / "cost_synthetic.json"  # another model: no verdict on the COCO target
     synthetic.write_text(json.dumps({"command": "iteration_cost.py --config-files configs/synthetic/hungarian.py "
@@ -59,7 +60,7 @@ def test_page_from_artefacts(tmp_path):
     assert "50% of Hungarian's (target ≥ 100%: NOT met)" in lines["slow"] and "2 of 2 runs never reach" in lines["slow"]
     assert ("In short: 1 of 2 arms reach Hungarian's final segm AP (influencer); 1 of 2 reach 90% of it in at "
             "most 0.7x its iterations (influencer); every other arm ends below Hungarian.") in page
-    assert "| exclusive | detach_ownership=True | 100 | 0 | 0.500 |" in page
+    assert "| exclusive | detach_ownership=True | 100 | 0 | abc1234 | 0.500 |" in page
     # the finer-grid A/B (here the same runs) gets its own section with the same target lines
     assert "## Iterations to 90% of Hungarian's final AP, on a finer evaluation grid" in page
     assert page.count("0.33x Hungarian's iterations (target ≤ 0.7x: met)") == 2

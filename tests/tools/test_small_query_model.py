@@ -24,3 +24,4 @@ def test_runs_end_to_end_for_each_criterion(tmp_path):
         assert 0 <= m["precision"] <= 1 and 0 <= m["recall"] <= 1
     saved = json.loads(out.read_text())
     assert saved["args"]["influencer"] == {"excl_weight": 0.5}
+    assert saved["machine"]["torch"] == torch.__version__ and "commit" in saved["machine"]  # what "default" meant
