@@ -160,9 +160,9 @@ def batched_sinkhorn_ownership(claims: Sequence[Tensor], dustbins: Sequence[Tens
         N log plans (K_n + d_n, Q_n), each equal to the problem's own :func:`sinkhorn_ownership`.
 
     The problems are padded to one (N, K_max + 1, Q_max) block whose padded rows and columns have
-    zero mass, so they never receive or give mass, and each problem anneals from its own spread. One sequence of ``2 * num_iters`` ``logsumexp`` s
-    serves all N problems: on a GPU, where each small op is a kernel launch, N times fewer launches
-    than one plan per problem.
+    zero mass, so they never receive or give mass, and each problem anneals from its own spread.
+    One sequence of ``2 * num_iters`` ``logsumexp`` s serves all N problems: on a GPU, where each
+    small op is a kernel launch, N times fewer launches than one plan per problem.
     """
     if len(claims) != len(dustbins):
         raise ValueError(f"got {len(claims)} claim matrices but {len(dustbins)} dustbin rows")

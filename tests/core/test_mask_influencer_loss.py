@@ -638,7 +638,7 @@ def test_a_merge_is_a_trap_for_the_plain_plan_not_for_the_default():
     free logits: with 10 plain Sinkhorn steps the merger owns both instances, only the repulsion's
     hinge (zero gradient at identical profiles) charges it and the merge stays; with the default
     plan the merger holds half of each, the other halves recruit spare queries, and it ends
-    one-to-one (docs/loss.md, "Optimisation, not only the minimum")."""
+    one-to-one (docs/loss.md, "The merge trap")."""
     from influencerformer.testing import is_one_to_one
 
     masks, configs = query_configurations(5, 20)
