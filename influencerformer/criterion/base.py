@@ -1,66 +1,66 @@
 """What both criteria share: input checking, deep supervision, classification and objectness.
 
-Call convention: ``criterion(outputs, targets) -> dict[str, Tensor]`` of *unweighted* terms;
-``criterion.weight_dict`` gives each key's weight. Deep-supervision copies ``<key>_<i>`` (one
-per entry of ``outputs["aux_outputs"]``) take the weight of ``<key>`` and are added to
-``weight_dict`` on first use.
+Call convention: ``criterion(outputs, targets) -> dict[str, Tensor]`` of *unweighted* terms,
+each summed over the decoder layers (the final one and every entry of
+``outputs["aux_outputs"]``: deep supervision with equal weights, as in Mask2Former);
+``criterion.weight_dict`` gives each key's weight and ``criterion.layer_losses`` the detached
+per-layer values (final layer first). One scalar per term keeps the caller's weighted sum and its
+backward to a few operators whatever the number of layers.
 
 Two input forms:
 
-* dense (2D): ``pred_masks`` (B, Q, H, W), GT ``masks`` (K, H', W') at any resolution; points
-  are sampled to bridge the sizes;
+* dense (2D): ``pred_masks`` (B, Q, H, W), GT ``masks`` (K, H', W') at any resolution shared by the
+  batch; points are sampled to bridge the sizes;
 * point (3D): ``pred_masks`` a list of (Q_b, P_b), GT ``masks`` (K_b, P_b) on the same points,
   used as given.
 
-Both criteria reduce an image to a (K, Q) *assignment* matrix ``A`` (Hungarian: the one-hot
-matches; Influencer: the ownership), from which classification targets
-(``sum_k A[k, q] onehot(label_k)`` + the rest to "no object") and objectness targets are
-derived by the same code.
+Both criteria reduce each (image, layer) to a (K, Q) *assignment* ``A`` (Hungarian: the one-hot
+matches; Influencer: the ownership plan), from which classification targets
+(``sum_k A[k, q] onehot(label_k)`` + the rest to "no object") and objectness targets are derived
+by the same batched code.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from influencerformer.utils import float32_no_autocast, reduce_mean_over_workers
+from influencerformer.targets import PaddedTargets, check_target_values, pad_targets
+from influencerformer.utils import float32_no_autocast
+
+# value checks (label range, mask values) read device memory: they run in a criterion's first calls
+VALUE_CHECK_CALLS = 10
 
 
 @dataclass
 class LayerPredictions:
-    """One decoder layer's predictions, per image (lists of length B)."""
+    """One decoder layer's predictions (the dense form keeps the batch tensors as they came)."""
 
-    logits: List[Tensor]  # (Q_b, C + 1)
-    masks: List[Tensor] | Tensor  # dense: (B, Q, H, W) tensor; point form: list of (Q_b, P_b)
-    scores: Optional[List[Tensor]]  # (Q_b,) objectness, or None
+    logits: List[Tensor] | Tensor  # dense: (B, Q, C + 1); point form: B tensors (Q_b, C + 1)
+    masks: List[Tensor] | Tensor  # dense: (B, Q, H, W); point form: B tensors (Q_b, P_b)
+    scores: Optional[List[Tensor] | Tensor]  # dense: (B, Q); point form: B tensors (Q_b,); or None
     point_form: bool
 
 
-def _as_list(value, name: str, batch: Optional[int]) -> List[Tensor]:
-    if isinstance(value, Tensor):
-        return list(value.unbind(0))
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    raise ValueError(f"{name} must be a tensor or a list of per-image tensors; got {type(value).__name__}")
-
-
 def parse_layer(layer: Mapping, num_classes: int, where: str) -> LayerPredictions:
+    """Check one layer's shapes (host-side: no sync) and return them as :class:`LayerPredictions`."""
     for key in ("pred_logits", "pred_masks"):
         if key not in layer:
             raise ValueError(f"{where}: missing key {key!r} (got keys {sorted(layer)})")
     point_form = isinstance(layer["pred_masks"], (list, tuple))
-    logits = [t.float() for t in _as_list(layer["pred_logits"], f"{where}['pred_logits']", None)]
+    logits, masks = layer["pred_logits"], layer["pred_masks"]
     if point_form:
-        masks = [t.float() for t in layer["pred_masks"]]
-        mask_queries = [m.shape[0] for m in masks]
+        masks = [m.float() for m in masks]
         for b, m in enumerate(masks):
             if m.dim() != 2:
                 raise ValueError(f"{where}['pred_masks'][{b}] must be (Q, P) in point form; got {tuple(m.shape)}")
+        logits = [t.float() for t in (logits if isinstance(logits, (list, tuple)) else logits.unbind(0))]
+        mask_queries = [m.shape[0] for m in masks]
     else:
-        masks = layer["pred_masks"].float()
+        masks, logits = masks.float(), logits.float() if isinstance(logits, Tensor) else torch.stack(list(logits)).float()
         if masks.dim() != 4:
             raise ValueError(f"{where}['pred_masks'] must be (B, Q, H, W); got {tuple(masks.shape)}")
         mask_queries = [masks.shape[1]] * masks.shape[0]
@@ -73,103 +73,97 @@ def parse_layer(layer: Mapping, num_classes: int, where: str) -> LayerPrediction
                 f"({q}, {num_classes + 1}) to match pred_masks with Q = {q}")
     scores = layer.get("pred_scores")
     if scores is not None:
-        scores = _as_list(scores, f"{where}['pred_scores']", None)
-        if len(scores) != len(logits):
-            raise ValueError(f"{where}: pred_scores has batch size {len(scores)}, expected {len(logits)}")
-        flat = []
-        for b, (s, q) in enumerate(zip(scores, mask_queries)):
+        listed = list(scores) if isinstance(scores, (list, tuple)) else list(scores.unbind(0))
+        if len(listed) != len(logits):
+            raise ValueError(f"{where}: pred_scores has batch size {len(listed)}, expected {len(logits)}")
+        for b, (s, q) in enumerate(zip(listed, mask_queries)):
             if s.numel() != q or s.dim() > 2:
                 raise ValueError(f"{where}: image {b}: pred_scores {tuple(s.shape)} must be (Q,) or (Q, 1), Q = {q}")
-            flat.append(s.float().reshape(q))
-        scores = flat
+        scores = [s.float().reshape(-1) for s in listed] if point_form else scores.float().reshape(masks.shape[:2])
     return LayerPredictions(logits, masks, scores, point_form)
 
 
-def check_targets(targets: Sequence[Mapping], preds: LayerPredictions, num_classes: int) -> List[Dict[str, Tensor]]:
-    """Validate GT and return ``[{"labels": (K,) long, "masks": (K, ...) float}]``."""
-    batch = len(preds.logits)
-    if len(targets) != batch:
-        raise ValueError(f"got {len(targets)} targets for a batch of {batch} predictions")
-    checked = []
-    for b, tgt in enumerate(targets):
-        if "labels" not in tgt or "masks" not in tgt:
-            raise ValueError(f"targets[{b}] needs 'labels' and 'masks'; got keys {sorted(tgt)}")
-        labels, masks = tgt["labels"], tgt["masks"]
-        if labels.dim() != 1:
-            raise ValueError(f"targets[{b}]['labels'] must be (K,); got {tuple(labels.shape)}")
-        if labels.is_floating_point():
-            raise ValueError(f"targets[{b}]['labels'] must be integer class ids; got {labels.dtype}")
-        if masks.shape[0] != labels.shape[0]:
-            raise ValueError(f"targets[{b}]: {labels.shape[0]} labels but masks of shape {tuple(masks.shape)}")
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-            bad = labels[(labels < 0) | (labels >= num_classes)].unique().tolist()
-            raise ValueError(f"targets[{b}]['labels'] has ids {bad} outside [0, {num_classes})")
-        if preds.point_form:
-            p = preds.masks[b].shape[1]
-            if masks.dim() != 2 or masks.shape[1] != p:
-                raise ValueError(f"targets[{b}]['masks'] {tuple(masks.shape)} must be (K, P) with P = {p} "
-                                 f"as pred_masks[{b}] {tuple(preds.masks[b].shape)} (point form)")
-        elif masks.dim() != 3:
-            raise ValueError(f"targets[{b}]['masks'] must be (K, H, W) for dense predictions; got {tuple(masks.shape)}")
-        checked.append({"labels": labels.long(), "masks": masks.float()})
-    return checked
+def stack_queries(per_layer: Sequence[Sequence[Tensor]]) -> Tuple[Tensor, Tensor]:
+    """L layers x B tensors (Q_b, ...) -> (B, L, Q_pad, ...) zero-padded and the (B, Q_pad) valid queries.
+
+    Pads every trailing dimension to its largest size (the points of 3D scenes)."""
+    layers = [torch.stack([per_layer[l][b] for l in range(len(per_layer))]) for b in range(len(per_layer[0]))]
+    sizes = [max(t.shape[d] for t in layers) for d in range(1, layers[0].dim())]
+    padded = []
+    for t in layers:
+        pad = []
+        for d in reversed(range(1, t.dim())):
+            pad += [0, sizes[d - 1] - t.shape[d]]
+        padded.append(F.pad(t, pad))
+    device = padded[0].device
+    counts = torch.tensor([t.shape[1] for t in layers], device=device)
+    return torch.stack(padded), torch.arange(sizes[0], device=device)[None, :] < counts[:, None]
 
 
-def assignment_cross_entropy(logits: Sequence[Tensor], assignments: Sequence[Tensor],
-                             labels: Sequence[Tensor], class_weight: Tensor) -> Tensor:
-    """Class-weighted cross-entropy against targets derived from (K, Q) assignments.
+def assignment_cross_entropy(logits: Tensor, assignment: Tensor, labels: Tensor, class_weight: Tensor,
+                             query_valid: Optional[Tensor] = None) -> Tensor:
+    """Class-weighted cross-entropy against targets derived from (K, Q) assignments, per layer.
 
-    The target distribution of query q is ``sum_k A[k, q] onehot(label_k)`` and the remainder
-    ``1 - sum_k A[k, q]`` on "no object" (index C); columns summing past 1 are rescaled. With
-    one-hot A this is exactly ``F.cross_entropy(logits, classes, weight=class_weight)`` over
-    all queries of the batch (Mask2Former's ``loss_ce``).
+    Args:
+        logits: (B, L, Q, C + 1); assignment: (B, L, K, Q), 0 at invalid instances; labels: (B, K);
+        class_weight: (C + 1,); query_valid: (B, Q) or None (all).
+    Returns:
+        (L,): the target distribution of query q is ``sum_k A[k, q] onehot(label_k)`` with the
+        remainder ``1 - sum_k A[k, q]`` on "no object" (index C); columns summing past 1 are
+        rescaled. With one-hot A this is ``F.cross_entropy(logits, classes, weight=class_weight)``
+        over all queries of the batch (Mask2Former's ``loss_ce``).
     """
     num_classes = class_weight.shape[0] - 1
-    all_logits, all_targets = [], []
-    for lg, assign, lab in zip(logits, assignments, labels):
-        onehot = F.one_hot(lab, num_classes + 1).to(lg.dtype)  # (K, C+1)
-        target = assign.transpose(0, 1) @ onehot  # (Q, C+1)
-        owned = target.sum(dim=1, keepdim=True)
-        target = target / owned.clamp(min=1.0)
-        target[:, num_classes] += (1.0 - owned).clamp(min=0.0)[:, 0]
-        all_logits.append(lg)
-        all_targets.append(target)
-    logits_cat, target_cat = torch.cat(all_logits), torch.cat(all_targets)
-    weighted = target_cat * class_weight[None, :]
-    nll = -(weighted * F.log_softmax(logits_cat, dim=1)).sum()
-    return nll / weighted.sum().clamp(min=1e-12)
+    classes = torch.arange(num_classes + 1, device=logits.device)
+    onehot = (labels[..., None] == classes).to(logits.dtype)  # (B, K, C + 1); F.one_hot reads the labels back
+    target = assignment.transpose(-1, -2) @ onehot[:, None]  # (B, L, Q, C + 1)
+    owned = target.sum(dim=-1, keepdim=True)
+    no_object = (classes == num_classes).to(logits.dtype)
+    target = target / owned.clamp(min=1.0) + (1.0 - owned).clamp(min=0.0) * no_object
+    weighted = target * class_weight
+    if query_valid is not None:
+        weighted = weighted * query_valid[:, None, :, None].to(weighted.dtype)
+    nll = -(weighted * F.log_softmax(logits, dim=-1)).sum(dim=(0, 2, 3))
+    return nll / weighted.sum(dim=(0, 2, 3)).clamp(min=1e-12)
 
 
 def mask_iou(mask_logits: Tensor, target_masks: Tensor) -> Tensor:
-    """IoU of binarised predictions (logit > 0) with GT: (Q, P) x (K, P) -> (K, Q)."""
-    pred = (mask_logits > 0).float()
-    inter = target_masks @ pred.transpose(0, 1)
-    union = target_masks.sum(1, keepdim=True) + pred.sum(1)[None, :] - inter
+    """IoU of binarised predictions (logit > 0) with GT: (..., Q, P) x (..., K, P) -> (..., K, Q)."""
+    pred = (mask_logits > 0).to(target_masks.dtype)
+    inter = target_masks @ pred.transpose(-1, -2)
+    union = target_masks.sum(-1)[..., :, None] + pred.sum(-1)[..., None, :] - inter
     return inter / union.clamp(min=1e-6)
 
 
-def objectness_loss(scores: Sequence[Tensor], point_logits: Sequence[Tensor], point_targets: Sequence[Tensor],
-                    assignments: Sequence[Tensor]) -> Tensor:
-    """OneFormer3D's objectness term: regress assigned queries' scores to their mask IoU.
+def objectness_loss(scores: Tensor, point_logits: Tensor, point_targets: Tensor, assignment: Tensor,
+                    point_valid: Optional[Tensor] = None) -> Tensor:
+    """OneFormer3D's objectness term: regress assigned queries' scores to their mask IoU, per layer.
 
-    Pairs with IoU <= 0.5 are left out, as in the baseline; per-image weighted mean of the
-    squared error, summed over images and divided by the batch size.
+    Args:
+        scores: (B, L, Q); point_logits: (B, L, Q, P); point_targets: (B, K, P);
+        assignment: (B, L, K, Q); point_valid: (B, P) or None.
+    Returns:
+        (L,): per image the assignment-weighted mean squared error over pairs with IoU > 0.5 (as
+        the baseline), averaged over the batch.
     """
-    total = scores[0].sum() * 0.0
-    for score, lg, tgt, assign in zip(scores, point_logits, point_targets, assignments):
-        if assign.numel() == 0:
-            continue
-        with torch.no_grad():
-            iou = mask_iou(lg, (tgt > 0.5).float())  # (K, Q)
-            weight = assign * (iou > 0.5)
-        err = (score[None, :] - iou) ** 2
-        total = total + (weight * err).sum() / weight.sum().clamp(min=1e-12)
-    return total / len(scores)
+    with torch.no_grad():
+        batch, layers, queries, points = point_logits.shape
+        pred = (point_logits > 0).to(point_logits.dtype)
+        if point_valid is not None:
+            pred = pred * point_valid[:, None, None]
+        gt = (point_targets > 0.5).to(point_logits.dtype)
+        inter = (pred.view(batch, layers * queries, points) @ gt.transpose(1, 2)).view(batch, layers, queries, -1)
+        union = gt.sum(-1)[:, None, None, :] + pred.sum(-1)[..., None] - inter
+        iou = (inter / union.clamp(min=1e-6)).transpose(-1, -2)  # (B, L, K, Q)
+        weight = assignment * (iou > 0.5)
+    err = (scores[:, :, None, :] - iou) ** 2
+    per_image = (weight * err).sum(dim=(-2, -1)) / weight.sum(dim=(-2, -1)).clamp(min=1e-12)
+    return per_image.mean(dim=0)
 
 
 class SetCriterionBase(nn.Module):
-    """Deep supervision, input checking and the shared terms; subclasses score one layer
-    (:meth:`_layer_losses`) or all layers at once (:meth:`_all_layer_losses`)."""
+    """Input checking, the padded targets and deep supervision; subclasses compute every layer's
+    terms (:meth:`layer_terms`) as ``{name: (L,) tensor}``."""
 
     def __init__(self, num_classes: int, weight_dict: Mapping[str, float], eos_coef: float = 0.1,
                  num_points: int = 12544):
@@ -185,54 +179,61 @@ class SetCriterionBase(nn.Module):
         class_weight = torch.ones(num_classes + 1)
         class_weight[-1] = eos_coef
         self.register_buffer("class_weight", class_weight, persistent=False)
-        self.last_assignments: List[Tensor] = []
+        self.layer_losses: Dict[str, Tensor] = {}
+        # the final layer's (B, K_pad, Q_pad) assignment, (B, K_pad) present instances, (B, Q_pad) valid queries
+        self._assignments: Optional[Tuple[Tensor, Tensor, Optional[Tensor]]] = None
+        self._value_checks_left = VALUE_CHECK_CALLS
 
-    def _layer_losses(self, preds: LayerPredictions, targets: List[Dict[str, Tensor]], num_masks: Tensor,
-                      cache: dict) -> Dict[str, Tensor]:
+    def layer_terms(self, layers: List[LayerPredictions], targets: PaddedTargets,
+                    target_list: Optional[List[Dict[str, Tensor]]]) -> Dict[str, Tensor]:
+        """``{name: (L,) per-layer term}``; ``target_list``: the targets as given (None when padded)."""
         raise NotImplementedError
 
-    def _all_layer_losses(self, layers: List[LayerPredictions], targets: List[Dict[str, Tensor]],
-                          num_masks: Tensor) -> List[Dict[str, Tensor]]:
-        """Each layer's terms, final layer first, one :meth:`_layer_losses` call per layer sharing a
-        cache (GT-side work); sets ``last_assignments`` to the final layer's (K, Q) assignments."""
-        cache: dict = {}
-        per_layer = [self._layer_losses(preds, targets, num_masks, cache) for preds in layers]
-        self.last_assignments = cache.get("assignments", [])
-        return per_layer
+    @property
+    def last_assignments(self) -> List[Tensor]:
+        """The final layer's (K_b, Q) assignment of each image of the last call (diagnostics; host-side)."""
+        if self._assignments is None:
+            return []
+        assignment, present, query_valid = self._assignments
+        queries = [assignment.shape[-1]] * len(assignment) if query_valid is None else query_valid.sum(dim=1).tolist()
+        return [a[: int(k), :q] for a, k, q in zip(assignment, present.sum(dim=1).tolist(), queries)]
 
-    @float32_no_autocast
-    def forward(self, outputs: Mapping, targets: Sequence[Mapping]) -> Dict[str, Tensor]:
+    def parse(self, outputs: Mapping, targets: Sequence[Mapping] | PaddedTargets
+              ) -> Tuple[List[LayerPredictions], PaddedTargets, Optional[List[Dict[str, Tensor]]]]:
+        """Check the outputs' shapes and pad the targets (:func:`~influencerformer.targets.pad_targets`)."""
         if not isinstance(outputs, Mapping):
             raise ValueError(f"outputs must be a dict; got {type(outputs).__name__}")
         final = parse_layer(outputs, self.num_classes, "outputs")
-        checked = check_targets(targets, final, self.num_classes)
         aux = outputs.get("aux_outputs") or []
-        layers = [(parse_layer(a, self.num_classes, f"outputs['aux_outputs'][{i}]"), f"_{i}") for i, a in enumerate(aux)]
-        for preds, _ in layers:
+        layers = [final] + [parse_layer(a, self.num_classes, f"outputs['aux_outputs'][{i}]") for i, a in enumerate(aux)]
+        for preds in layers[1:]:
             if len(preds.logits) != len(final.logits) or preds.point_form != final.point_form:
                 raise ValueError("every aux_outputs entry must have the batch size and form of the final outputs")
-        device = final.logits[0].device
-        num_masks = torch.as_tensor(float(sum(t["labels"].numel() for t in checked)), device=device)
-        num_masks = reduce_mean_over_workers(num_masks).clamp(min=1.0)
-        per_layer = self._all_layer_losses([final] + [preds for preds, _ in layers], checked, num_masks)
-        losses = dict(per_layer[0])
-        for (_, suffix), layer_losses in zip(layers, per_layer[1:]):
-            for key, value in layer_losses.items():
-                losses[key + suffix] = value
-        for key in losses:
-            if key not in self.weight_dict:
-                base = key.rsplit("_", 1)[0]
-                if base not in self.weight_dict:
-                    raise KeyError(f"criterion produced {key!r} but weight_dict has no weight for it "
-                                   f"(weight_dict keys: {sorted(self.weight_dict)})")
-                self.weight_dict[key] = self.weight_dict[base]
-        return losses
+        target_list = None
+        if isinstance(targets, PaddedTargets):
+            padded = targets
+        else:
+            if len(targets) != len(final.logits):
+                raise ValueError(f"got {len(targets)} targets for a batch of {len(final.logits)} predictions")
+            if self._value_checks_left > 0:
+                self._value_checks_left -= 1
+                check_target_values(targets, self.num_classes)
+            num_points = [m.shape[1] for m in final.masks] if final.point_form else None
+            padded = pad_targets(targets, final.point_form, num_points)
+            target_list = [{"labels": t["labels"].long(), "masks": t["masks"].float()} for t in targets]
+        if padded.point_form != final.point_form or padded.labels.shape[0] != len(final.logits):
+            raise ValueError(f"targets are for {padded.labels.shape[0]} images in "
+                             f"{'point' if padded.point_form else 'dense'} form; the predictions are "
+                             f"{len(final.logits)} in {'point' if final.point_form else 'dense'} form")
+        return layers, padded, target_list
 
-    def shared_terms(self, preds: LayerPredictions, targets, assignments: List[Tensor],
-                     point_logits: Sequence[Tensor], point_targets: Sequence[Tensor]) -> Dict[str, Tensor]:
-        """``loss_ce`` from the assignments, and ``loss_score`` when objectness is predicted."""
-        out = {"loss_ce": assignment_cross_entropy(preds.logits, assignments, [t["labels"] for t in targets],
-                                                   self.class_weight.to(preds.logits[0].device))}
-        if preds.scores is not None:
-            out["loss_score"] = objectness_loss(preds.scores, point_logits, point_targets, assignments)
-        return out
+    @float32_no_autocast
+    def forward(self, outputs: Mapping, targets: Sequence[Mapping] | PaddedTargets) -> Dict[str, Tensor]:
+        layers, padded, target_list = self.parse(outputs, targets)
+        per_layer = self.layer_terms(layers, padded, target_list)
+        for key in per_layer:
+            if key not in self.weight_dict:
+                raise KeyError(f"criterion produced {key!r} but weight_dict has no weight for it "
+                               f"(weight_dict keys: {sorted(self.weight_dict)})")
+        self.layer_losses = {key: value.detach() for key, value in per_layer.items()}
+        return {key: value.sum() for key, value in per_layer.items()}

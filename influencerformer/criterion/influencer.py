@@ -1,268 +1,167 @@
-"""The matching-free criterion: Influencer mask loss + classification by ownership."""
+"""The matcher-free criterion: a Sinkhorn assigner and Mask2Former's losses on its plan."""
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Optional
 
 import torch
 from torch import Tensor
 
-from influencerformer.criterion.base import LayerPredictions, SetCriterionBase
-from influencerformer.losses.influencer import (EXCLUSION_SCALES, FORMULATIONS, mask_influencer_loss,
-                                               prepare_influencer_targets, query_usage_bias, resolve_temperature)
-from influencerformer.point_sampling import SharedPointSampler, point_sample, shared_point_coords
+from influencerformer.criterion.base import (LayerPredictions, SetCriterionBase, assignment_cross_entropy,
+                                             objectness_loss, stack_queries)
+from influencerformer.losses.influencer import (InfluencerPotentials, hard_owners, mask_statistics, owner_losses,
+                                               point_targets)
+from influencerformer.matching import SinkhornAssigner, plan_marginals
+from influencerformer.point_sampling import point_sample, shared_point_coords
+from influencerformer.targets import PaddedTargets
+
+TERMS = ("loss_ce", "loss_mask", "loss_dice", "loss_influencer", "loss_score")
+INSTANCE_POINT_SHARE = 0.25  # of the non-importance points, drawn inside the instances
 
 
-def hard_owners(ownership: Tensor) -> Tensor:
-    """One-hot (K, Q) owners for the "original" formulation (classification targets only).
-
-    The owner of instance k is its highest-claim query. When one query is the best for
-    several instances it takes the class of the instance it claims most strongly; the other
-    instances then have no owner in the class loss (recruiting a second query would be a
-    matching step, which this formulation does not have).
-    """
-    num_inst, num_queries = ownership.shape
-    out = torch.zeros_like(ownership)
-    if num_inst == 0:
-        return out
-    best_value, owner = ownership.max(dim=1)  # (K,)
-    strongest = torch.full((num_queries,), -1.0, device=ownership.device)
-    strongest = strongest.scatter_reduce(0, owner, best_value, reduce="amax")
-    # Ties between instances for one query: keep the first.
-    winner = best_value >= strongest[owner]
-    first_winner = torch.full((num_queries,), num_inst, device=ownership.device, dtype=torch.long)
-    inst_idx = torch.arange(num_inst, device=ownership.device)
-    first_winner = first_winner.scatter_reduce(0, owner[winner], inst_idx[winner], reduce="amin")
-    keep = winner & (first_winner[owner] == inst_idx)
-    out[inst_idx[keep], owner[keep]] = 1.0
-    return out
-
-
-def class_log_odds(class_logits: Tensor, labels: Tensor) -> Tensor:
-    """(Q, C + 1) class logits, (K,) labels -> detached (K, Q) ``log p_q(label_k) - log p_q(no object)``.
-
-    Added to the claims of the ownership only (``class_ownership_weight``): up to a per-query
-    constant, which the Sinkhorn normalisation ignores, it is Mask2Former's class matching cost
-    ``-p_q(label_k)`` in log form, for the instances and the dustbin alike.
-    """
-    log_probs = torch.log_softmax(class_logits.detach().float(), dim=-1)
-    return (log_probs[:, labels] - log_probs[:, -1:]).transpose(0, 1)
-
-
-def class_probability(class_logits: Tensor, labels: Tensor) -> Tensor:
-    """(Q, C + 1) class logits, (K,) labels -> detached (K, Q) ``p_q(label_k)``.
-
-    Mask2Former's class matching cost (negated): bounded in [0, 1], so a query that says
-    "no object" is a worse candidate by at most the weight, where its log-odds
-    (:func:`class_log_odds`) can exclude it from the ownership by tens of units.
-    """
-    return torch.softmax(class_logits.detach().float(), dim=-1)[:, labels].transpose(0, 1)
-
-
-CLASS_EVIDENCE = {"log_odds": class_log_odds, "probability": class_probability}
-
-
-def query_objectness(class_logits: Tensor) -> Tensor:
-    """(..., Q, C + 1) class logits -> detached (..., Q) ``1 - p_q(no object)``."""
-    return 1.0 - torch.softmax(class_logits.detach().float(), dim=-1)[..., -1]
-
-
-def _read_training_calls(criterion: "InfluencerCriterion", incompatible_keys) -> None:
-    """After a checkpoint is loaded: continue the instance-mass schedule from its call count."""
-    criterion._training_calls = int(criterion.training_calls)
+def class_log_odds(logits: Tensor, labels: Tensor) -> Tensor:
+    """(B, L, Q, C + 1) class logits, (B, K) labels -> detached (B, L, K, Q)
+    ``log p_q(label_k) - log p_q(no object)``: up to a per-query constant, which a Sinkhorn plan
+    ignores, Mask2Former's class matching cost ``-p_q(label_k)`` in log form."""
+    log_probs = torch.log_softmax(logits.detach(), dim=-1)
+    index = labels[:, None, None, :].expand(*log_probs.shape[:3], labels.shape[1])
+    return (log_probs.gather(-1, index) - log_probs[..., -1:]).transpose(-1, -2)
 
 
 class InfluencerCriterion(SetCriterionBase):
-    """No matcher anywhere: returns ``loss_ce``, ``loss_influencer`` (and ``loss_score`` when
-    ``pred_scores`` are given), plus ``_i`` copies per aux layer.
+    """No matcher anywhere: ``loss_ce``, ``loss_mask``, ``loss_dice`` as Mask2Former's, weighted by a
+    soft ownership plan instead of a matching; ``loss_influencer`` when ``potentials`` are given;
+    ``loss_score`` when ``pred_scores`` are. Each is summed over the decoder layers. The terms
+    computed are those ``weight_dict`` weighs.
 
-    Dense inputs: per image one set of ``num_points`` points shared by every query and GT mask
-    (:func:`shared_point_coords`: uniform, a share drawn inside each instance so small ones are
-    never missed and, with ``importance_sample_ratio > 0``, a share where the final layer is
-    least certain), drawn once per call and reused by every decoder layer (one
-    :class:`SharedPointSampler` matrix); GT masks are binarised at the points. Every term of the
-    loss is 0 at the ideal and > 0 elsewhere on any point set, so importance sampling leaves the
-    minimum where it is; it makes the means over an instance weigh its boundary more, as
-    Mask2Former's point losses do. Point-form inputs are used as given.
+    Per step: the targets are padded once (:class:`~influencerformer.targets.PaddedTargets`); dense
+    predictions are read at one set of ``num_points`` points per image shared by every query,
+    GT mask and decoder layer (:func:`~influencerformer.point_sampling.shared_point_coords`: a
+    share ``importance_sample_ratio`` where the final layer is least certain, a quarter of the rest
+    inside the instances, the rest uniform); point-form inputs are used as given, padded. Then
+    every (image, layer) problem goes through the same batched operations at once: the mask
+    statistics (:func:`~influencerformer.losses.mask_statistics`), the ``assigner``'s plan
+    (:class:`~influencerformer.matching.SinkhornAssigner`), the owners' BCE and dice and the class
+    cross-entropy against the plan. No Python loop over layers or images, no host sync: a fixed
+    sequence of operators that ``torch.compile`` or a CUDA graph can capture.
 
-    All (layer, image) problems of a call go to the core loss at once, so their ownership plans
-    are one batched Sinkhorn (:func:`~influencerformer.losses.batched_sinkhorn_ownership`).
-
-    Classification follows the ownership: with ``formulation="exclusive"`` the soft
-    (Sinkhorn) ownership of each query over the instances and the dustbin is its class target
-    distribution (dustbin mass -> "no object"); with ``"original"``, hard owners
-    (:func:`hard_owners`). Ownership is detached for these targets. ``class_ownership_weight > 0``
-    lets the ownership also see the class evidence (:func:`class_log_odds`), as Mask2Former's
-    matching cost does (``class_evidence``: ``"log_odds"`` or Mask2Former's bounded
-    ``"probability"``, :func:`class_probability`), and ``ownership_mask_cost > 0`` its mask cost
-    (BCE + dice); ``objectness_exclusion`` scales each query's exclusion by its probability of
-    being an object, ``1 - p_q(no object)`` (detached), so queries that declare "no object" are
-    not pushed off other instances, and ``objectness_background`` (with it) their background term
-    too; ``free_non_owners`` scales both terms by each query's instance ownership, so the queries
-    the plan puts in the dustbin keep free masks from the first step, as Hungarian's unmatched
-    queries do (see the core loss); ``exclusion_scale="point"`` weighs every point of the
-    exclusion alike (Mask2Former's BCE scale) instead of every instance; ``query_balance > 0``
-    biases every image's ownership towards the queries the batch uses least
-    (:func:`query_usage_bias`, from the final layer's plans); ``instance_mass`` m > 1 makes the
-    plan one-to-few (about m claimants per instance, each classified as it and sharing its mask
-    terms; see the core loss), falling linearly to one-to-one over the first
-    ``instance_mass_iters`` training calls (counted in a buffer, so a resumed run continues the
-    schedule; 0: m throughout); ``density_weighted_points`` weighs
-    each dense-input point by the inverse of its sampling density (importance-sampled points 1, as
-    in Mask2Former), so the points drawn inside instances -- up to tens of times denser than the
-    uniform ones inside a small instance -- stop tilting the means over all points (the owner's
-    BCE and dice, the silence) towards "yes" around small instances; ``bce_weight``, ``leak_weight`` and the other
-    loss keywords go to the core loss.
+    Args:
+        num_classes, weight_dict, eos_coef, num_points: as :class:`HungarianCriterion`.
+        assigner: the plan; default ``SinkhornAssigner()`` (class, mask and dice costs 1, 5, 5;
+            40 annealed iterations at temperature 0.2, detached).
+        potentials: the Influencer potentials (:class:`~influencerformer.losses.InfluencerPotentials`)
+            as ``loss_influencer``; with ``formulation="original"`` its own soft-max ownership
+            replaces the assigner (classification by hard owners).
+        importance_sample_ratio, oversample_ratio: the dense form's importance sampling.
+        queries_per_instance: m >= 1 gives each instance about m owners in the plan (one-to-few:
+            each classified as the instance, each weighing 1/m of its mask terms).
+        queries_per_instance_iters: > 0 anneals m linearly to 1 over that many training calls
+            (counted in a buffer, so a resumed run continues the schedule).
     """
 
-    def __init__(self, num_classes: int, weight_dict: Mapping[str, float], eos_coef: float = 0.1,
-                 num_points: int = 12544, formulation: str = "exclusive", attr_weight: float = 1.0,
-                 rep_weight: float = 1.0, bg_weight: float = 1.0, excl_weight: float = 1.0,
-                 rep_margin: float = 1.0, temperature: Optional[float] = None, sinkhorn_iters: int = 40,
-                 instance_point_share: float = 0.25, exclusion: str = "sum", dice_weight: float = 0.0,
-                 detach_ownership: bool = True, claim_floor: Optional[float] = None,
-                 anneal_ownership: bool = True, bce_weight: float = 0.0, class_ownership_weight: float = 0.0,
-                 importance_sample_ratio: float = 0.0, oversample_ratio: float = 3.0,
-                 ownership_spread_floor: Optional[float] = None, objectness_exclusion: bool = False,
-                 ownership_mask_cost: float = 0.0, density_weighted_points: bool = False,
-                 leak_weight: float = 0.0, class_evidence: str = "log_odds",
-                 objectness_background: bool = False, query_balance: float = 0.0,
-                 free_non_owners: bool = False, exclusion_scale: str = "instance", instance_mass: float = 1.0,
-                 instance_mass_iters: int = 0):
+    def __init__(self, num_classes: int, weight_dict: Mapping[str, float], assigner: Optional[SinkhornAssigner] = None,
+                 potentials: Optional[InfluencerPotentials] = None, eos_coef: float = 0.1, num_points: int = 12544,
+                 importance_sample_ratio: float = 0.75, oversample_ratio: float = 3.0,
+                 queries_per_instance: float = 1.0, queries_per_instance_iters: int = 0):
         super().__init__(num_classes, weight_dict, eos_coef, num_points)
-        if formulation not in FORMULATIONS:
-            raise ValueError(f"formulation must be one of {FORMULATIONS}; got {formulation!r}")
-        if exclusion_scale not in EXCLUSION_SCALES:
-            raise ValueError(f"exclusion_scale must be one of {EXCLUSION_SCALES}; got {exclusion_scale!r}")
-        if not 0 <= instance_point_share < 1:
-            raise ValueError(f"instance_point_share must be in [0, 1); got {instance_point_share}")
-        self.formulation = formulation
-        self.loss_kwargs = dict(formulation=formulation, attr_weight=attr_weight, rep_weight=rep_weight,
-                                bg_weight=bg_weight, excl_weight=excl_weight, rep_margin=rep_margin,
-                                temperature=temperature, sinkhorn_iters=sinkhorn_iters, exclusion=exclusion,
-                                dice_weight=dice_weight, detach_ownership=detach_ownership,
-                                claim_floor=claim_floor, anneal_ownership=anneal_ownership,
-                                bce_weight=bce_weight, ownership_spread_floor=ownership_spread_floor,
-                                ownership_mask_cost=ownership_mask_cost, leak_weight=leak_weight,
-                                objectness_background=objectness_background, free_non_owners=free_non_owners,
-                                exclusion_scale=exclusion_scale)
-        self.instance_point_share = instance_point_share
-        self.density_weighted_points = density_weighted_points
+        unknown = sorted(set(self.weight_dict) - set(TERMS))
+        if unknown:
+            raise ValueError(f"weight_dict has keys {unknown} this criterion does not produce; its terms are {TERMS}")
+        if self.weight_dict.get("loss_influencer") and potentials is None:
+            raise ValueError("weight_dict weighs 'loss_influencer' but no potentials were given")
         if not 0 <= importance_sample_ratio < 1:
             raise ValueError(f"importance_sample_ratio must be in [0, 1); got {importance_sample_ratio}")
         if oversample_ratio < 1:
             raise ValueError(f"oversample_ratio must be >= 1; got {oversample_ratio}")
+        if not queries_per_instance >= 1.0:
+            raise ValueError(f"queries_per_instance must be >= 1 (1: one query per instance); got {queries_per_instance}")
+        if queries_per_instance_iters < 0:
+            raise ValueError(f"queries_per_instance_iters must be >= 0; got {queries_per_instance_iters}")
+        self.assigner = assigner if assigner is not None else SinkhornAssigner()
+        self.potentials = potentials
+        self.original = potentials is not None and potentials.formulation == "original"
+        if queries_per_instance != 1.0 and (self.original or self.assigner.num_iters <= 0):
+            raise ValueError("queries_per_instance > 1 (a one-to-few plan) needs the Sinkhorn assigner with "
+                             "num_iters > 0 and the exclusive formulation")
         self.importance_sample_ratio = importance_sample_ratio
         self.oversample_ratio = oversample_ratio
-        for name, value, needs_plan in (("class_ownership_weight", class_ownership_weight, "has no Sinkhorn ownership"),
-                                        ("ownership_mask_cost", ownership_mask_cost, "has no Sinkhorn ownership"),
-                                        ("objectness_exclusion", objectness_exclusion, "has no exclusion"),
-                                        ("query_balance", query_balance, "has no Sinkhorn ownership")):
-            if value < 0:
-                raise ValueError(f"{name} must be >= 0; got {value}")
-            if value and formulation != "exclusive":
-                raise ValueError(f"{name} needs formulation='exclusive' (the original formulation {needs_plan}); "
-                                 f"got {formulation!r}")
-        self.class_ownership_weight = class_ownership_weight
-        if class_evidence not in CLASS_EVIDENCE:
-            raise ValueError(f"class_evidence must be one of {tuple(CLASS_EVIDENCE)}; got {class_evidence!r}")
-        self.class_evidence = CLASS_EVIDENCE[class_evidence]
-        if objectness_background and not objectness_exclusion:
-            raise ValueError("objectness_background frees the masks of queries that say 'no object' on the "
-                             "background as well as on other instances: it needs objectness_exclusion=True")
-        self.objectness_exclusion = objectness_exclusion
-        self.query_balance = query_balance
-        if not instance_mass >= 1.0:
-            raise ValueError(f"instance_mass must be >= 1 (1: one query per instance); got {instance_mass}")
-        if instance_mass != 1.0 and (formulation != "exclusive" or sinkhorn_iters <= 0):
-            raise ValueError("instance_mass > 1 (a one-to-few plan) needs formulation='exclusive' and "
-                             f"sinkhorn_iters > 0; got {formulation!r} and {sinkhorn_iters}")
-        if instance_mass_iters < 0:
-            raise ValueError(f"instance_mass_iters must be >= 0; got {instance_mass_iters}")
-        self.instance_mass = instance_mass
-        self.instance_mass_iters = instance_mass_iters
-        self._training_calls = 0  # read on the host each call; the buffer carries it through checkpoints
-        if instance_mass_iters > 0:
+        self.queries_per_instance = queries_per_instance
+        self.queries_per_instance_iters = queries_per_instance_iters
+        if queries_per_instance_iters > 0:
             self.register_buffer("training_calls", torch.zeros((), dtype=torch.long))
-            self.register_load_state_dict_post_hook(_read_training_calls)
-        self.last_stats: Dict[str, Tensor] = {}  # the final layer's weighted terms, mean over images
+        self.last_terms: Dict[str, Tensor] = {}  # the final layer's terms, mean over images (detached)
 
-    def current_instance_mass(self) -> float:
-        """The plan's instance mass now: ``instance_mass``, falling linearly to 1 over the first
-        ``instance_mass_iters`` training calls when that is > 0."""
-        if self.instance_mass_iters <= 0 or self.instance_mass == 1.0:
-            return self.instance_mass
-        progress = min(self._training_calls / self.instance_mass_iters, 1.0)
-        return self.instance_mass + (1.0 - self.instance_mass) * progress
+    def current_queries_per_instance(self) -> Tensor | float:
+        """m now: ``queries_per_instance``, falling linearly to 1 over ``queries_per_instance_iters``
+        training calls -- a device tensor, so the schedule changes no shape and reads nothing back."""
+        if self.queries_per_instance_iters <= 0 or self.queries_per_instance == 1.0:
+            return self.queries_per_instance
+        progress = (self.training_calls.float() / self.queries_per_instance_iters).clamp(max=1.0)
+        return self.queries_per_instance + (1.0 - self.queries_per_instance) * progress
 
-    def _points(self, preds: LayerPredictions, targets, cache: dict) -> Tuple[List[Tensor], List[Tensor]]:
-        """Per image (Q, P) mask logits and (K, P) binary GT at shared points."""
-        if preds.point_form:
-            return list(preds.masks), [t["masks"] for t in targets]
-        if "sampler" not in cache:  # the first call scores the final layer
-            sampled = shared_point_coords(preds.masks, [t["masks"] for t in targets], self.num_points,
-                                          self.instance_point_share, self.importance_sample_ratio,
-                                          self.oversample_ratio, return_weights=self.density_weighted_points)
-            coords = sampled[0] if self.density_weighted_points else sampled
-            cache["point_weights"] = list(sampled[1]) if self.density_weighted_points else None
-            with torch.no_grad():
-                cache["sampler"] = SharedPointSampler(coords, *preds.masks.shape[-2:])
-                cache["point_targets"] = [
-                    (point_sample(t["masks"][None], c[None].to(t["masks"].device))[0] > 0.5).float()
-                    for t, c in zip(targets, coords)]
-        # B x (Q, P); every layer reuses the sampler
-        return cache["sampler"].per_image(preds.masks), cache["point_targets"]
+    def _weighs(self, key: str) -> bool:
+        return bool(self.weight_dict.get(key))
 
-    def _all_layer_losses(self, layers: List[LayerPredictions], targets, num_masks: Tensor) -> List[Dict[str, Tensor]]:
-        """Every layer's terms from one call of the core loss over all (layer, image) problems, so
-        that their ownership plans are computed together (one batched Sinkhorn per step)."""
-        cache: dict = {}
-        loss_kwargs = dict(self.loss_kwargs, instance_mass=self.current_instance_mass())
-        if self.instance_mass_iters > 0 and self.training and torch.is_grad_enabled():
-            self._training_calls += 1
-            self.training_calls.fill_(self._training_calls)  # no host sync
-        inputs = []  # per layer: B x (Q, P) logits, B x (K, P) targets, B ownership biases
-        for preds in layers:
-            point_logits, point_targets = self._points(preds, targets, cache)
-            if "prepared" not in cache:  # GT-only, shared by every decoder layer
-                weights = cache.get("point_weights") or [None] * len(point_targets)
-                cache["prepared"] = [prepare_influencer_targets(t, point_weights=w)
-                                     for t, w in zip(point_targets, weights)]
-            biases = [None] * len(targets)
-            if self.class_ownership_weight > 0:
-                biases = [self.class_ownership_weight * self.class_evidence(cls, t["labels"])
-                          for cls, t in zip(preds.logits, targets)]
-            inputs.append((point_logits, point_targets, biases))
-        if self.query_balance > 0:  # from the final layer's plans, for every layer
-            point_logits, point_targets, biases = inputs[0]
-            with torch.no_grad():
-                plans = [out["ownership"] for out in mask_influencer_loss(
-                    [lg.detach() for lg in point_logits], point_targets, targets=cache["prepared"],
-                    ownership_bias=biases, return_ownership=True, **loss_kwargs)]
-            temperature = resolve_temperature(self.formulation, self.loss_kwargs["temperature"])
-            usage = query_usage_bias(plans, temperature, self.query_balance)
-            inputs = [(lgs, tgts, [usage.to(t.device).expand(t.shape[0], -1) if b is None else b + usage.to(b.device)
-                                   for b, t in zip(bs, tgts)]) for lgs, tgts, bs in inputs]
-        objectness = [[None] * len(targets)] * len(layers)
-        if self.objectness_exclusion:
-            objectness = [[query_objectness(cls) for cls in preds.logits] for preds in layers]
-        flat = mask_influencer_loss(
-            [lg for lgs, _, _ in inputs for lg in lgs], [t for _, tgts, _ in inputs for t in tgts],
-            targets=cache["prepared"] * len(layers), ownership_bias=[b for _, _, bs in inputs for b in bs],
-            query_objectness=[o for per_image in objectness for o in per_image], return_ownership=True,
-            report_unweighted=False, **loss_kwargs)
-        batch = len(targets)
-        per_layer = []
-        for index, (preds, (point_logits, point_targets, _)) in enumerate(zip(layers, inputs)):
-            per_image = flat[index * batch:(index + 1) * batch]
-            if self.formulation == "original":
-                assignments = [hard_owners(out["ownership"]) for out in per_image]
-            else:
-                assignments = [out["ownership"] for out in per_image]
-            if index == 0:
-                self.last_assignments = assignments
-                self.last_stats = {key: torch.stack([out[key] for out in per_image]).mean()
-                                   for key in per_image[0] if key not in ("loss", "ownership", "dustbin_ownership")}
-            losses = {"loss_influencer": torch.stack([out["loss"] for out in per_image]).mean()}
-            losses.update(self.shared_terms(preds, targets, assignments, point_logits, point_targets))
-            per_layer.append(losses)
-        return per_layer
+    def _points(self, layers: List[LayerPredictions], targets: PaddedTargets):
+        """(B, L, Q, P) mask logits at the shared points, (B, K, P) GT there, the (B, Q) valid queries,
+        (B, P) valid points (point form) and the (B, L, Q, C + 1) class logits."""
+        if layers[0].point_form:
+            logits, query_valid = stack_queries([preds.logits for preds in layers])
+            masks, _ = stack_queries([preds.masks for preds in layers])
+            return masks, targets.masks, query_valid, targets.point_valid, logits
+        logits = torch.stack([preds.logits for preds in layers], dim=1)
+        batch, queries = logits.shape[0], logits.shape[2]
+        coords = shared_point_coords(layers[0].masks, targets.masks, targets.present, self.num_points,
+                                     INSTANCE_POINT_SHARE, self.importance_sample_ratio, self.oversample_ratio)
+        masks = torch.stack([preds.masks for preds in layers], dim=1)  # (B, L, Q, H, W)
+        point_logits = point_sample(masks.flatten(1, 2), coords).view(batch, len(layers), queries, -1)
+        with torch.no_grad():
+            gt = (point_sample(targets.masks, coords) > 0.5).float()
+        query_valid = torch.ones(batch, queries, dtype=torch.bool, device=logits.device)
+        return point_logits, gt, query_valid, None, logits
+
+    def layer_terms(self, layers: List[LayerPredictions], targets: PaddedTargets,
+                    target_list: Optional[List[Dict[str, Tensor]]] = None) -> Dict[str, Tensor]:
+        queries_per_instance = self.current_queries_per_instance()  # before this call counts
+        if self.queries_per_instance_iters > 0 and self.training and torch.is_grad_enabled():
+            self.training_calls.add_(1)
+        point_logits, gt, query_valid, point_valid, logits = self._points(layers, targets)
+        potentials = self.potentials if self._weighs("loss_influencer") else None
+        truth = point_targets(gt, targets.labels, targets.present, point_valid,
+                              with_exclusive=potentials is not None and potentials.needs_exclusive_points)
+        with_sigmoid = (self._weighs("loss_dice") or (not self.original and self.assigner.needs_dice)
+                        or (potentials is not None and potentials.needs_sigmoid))
+        stats = mask_statistics(point_logits, truth, with_sigmoid)
+        if self.original:
+            plan = own = hard_owners(self.potentials.ownership(stats, query_valid), truth.valid)
+        else:
+            log_odds = class_log_odds(logits, targets.labels) if self.assigner.cost_class else None
+            scores = self.assigner.scores(stats.claims, stats.silence, log_odds, stats.pair_bce, stats.pair_dice)
+            log_row, log_col, row_mass = plan_marginals(truth.valid, query_valid, queries_per_instance)
+            plan = self.assigner(scores, log_row[:, None], log_col[:, None])[:, :, :-1].exp()
+            own = plan / row_mass[:, None, :, None]
+        terms: Dict[str, Tensor] = {}
+        assignment = plan.detach()  # class and objectness targets are constants, as a matching is
+        if self._weighs("loss_ce"):
+            terms["loss_ce"] = assignment_cross_entropy(logits, assignment, targets.labels, self.class_weight,
+                                                        query_valid)
+        if self._weighs("loss_mask") or self._weighs("loss_dice"):
+            bce, dice = owner_losses(own, stats, truth.valid)
+            if self._weighs("loss_mask"):
+                terms["loss_mask"] = bce.mean(dim=0)
+            if self._weighs("loss_dice"):
+                terms["loss_dice"] = dice.mean(dim=0)
+        if potentials is not None:
+            terms["loss_influencer"] = potentials(stats, plan, own, truth, query_valid).mean(dim=0)
+        if layers[0].scores is not None and self._weighs("loss_score"):
+            scores_per_layer = ([preds.scores for preds in layers] if layers[0].point_form else None)
+            scores = (stack_queries(scores_per_layer)[0] if scores_per_layer is not None
+                      else torch.stack([preds.scores for preds in layers], dim=1))
+            terms["loss_score"] = objectness_loss(scores, point_logits, truth.masks, assignment, point_valid)
+        self._assignments = (assignment[:, 0], targets.present, query_valid)
+        self.last_terms = {key: value[0].detach() for key, value in terms.items()}
+        return terms
+
+    def extra_repr(self) -> str:
+        return (f"num_points={self.num_points}, importance_sample_ratio={self.importance_sample_ratio}, "
+                f"queries_per_instance={self.queries_per_instance}, "
+                f"queries_per_instance_iters={self.queries_per_instance_iters}")

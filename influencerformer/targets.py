@@ -1,0 +1,121 @@
+"""A step's ground truth as fixed-shape tensors: what lets a criterion run without host syncs.
+
+Detection datasets give each image its own number of instances K_b (and, in 3D, each scene its
+own number of points P_b). :class:`PaddedTargets` pads them once per step to ``(B, K_pad, ...)``
+with a validity mask; ``K_pad`` is a bucket (a multiple of ``pad_to``), so shapes repeat from
+step to step and a compiled or graph-captured criterion is reused. Every later computation reads
+the validity masks instead of indexing with booleans.
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Mapping, NamedTuple, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+DEFAULT_PAD_TO = 8
+
+
+class PaddedTargets(NamedTuple):
+    """Labels and masks of B images, padded to K_pad instances.
+
+    ``masks`` is (B, K_pad, H, W) for dense ground truth and (B, K_pad, P_pad) on points; padded
+    instances (and padded points) are 0. ``present`` (B, K_pad) marks the K_b real instances of
+    each image; ``point_valid`` (B, P_pad) the real points of each scene (all True when dense).
+    """
+
+    labels: Tensor  # (B, K_pad) long, 0 where padded
+    masks: Tensor  # (B, K_pad, H, W) or (B, K_pad, P_pad) float
+    present: Tensor  # (B, K_pad) bool
+    point_valid: Tensor  # (B, P_pad) bool (point form), or (B, 0) when dense
+
+    @property
+    def point_form(self) -> bool:
+        return self.masks.dim() == 3
+
+    def to_list(self) -> List[dict]:
+        """The per-image ``{"labels", "masks"}`` dicts again (host-side, for diagnostics and tests)."""
+        out = []
+        for b, count in enumerate(self.present.sum(dim=1).tolist()):
+            masks = self.masks[b, :count]
+            if self.point_form:
+                masks = masks[:, : int(self.point_valid[b].sum())]
+            out.append({"labels": self.labels[b, :count], "masks": masks})
+        return out
+
+
+def padded_size(count: int, pad_to: int) -> int:
+    """``count`` rounded up to a multiple of ``pad_to`` (at least ``pad_to``)."""
+    return max(pad_to, pad_to * math.ceil(count / pad_to))
+
+
+def pad_targets(targets: Sequence[Mapping], point_form: bool, num_points: Optional[Sequence[int]] = None,
+                pad_to: int = DEFAULT_PAD_TO) -> PaddedTargets:
+    """Per-image ``{"labels": (K_b,), "masks": (K_b, H, W) or (K_b, P_b)}`` -> :class:`PaddedTargets`.
+
+    Shapes and dtypes are checked here (they are known on the host, so checking costs no sync);
+    values (label range, empty masks) by :func:`check_target_values`. ``num_points``: the point
+    count P_b of each scene's predictions (point form), which every mask must match.
+    """
+    if pad_to < 1:
+        raise ValueError(f"pad_to must be >= 1; got {pad_to}")
+    if not targets:
+        raise ValueError("got no targets (an empty batch)")
+    for b, tgt in enumerate(targets):
+        if not isinstance(tgt, Mapping) or "labels" not in tgt or "masks" not in tgt:
+            got = sorted(tgt) if isinstance(tgt, Mapping) else type(tgt).__name__
+            raise ValueError(f"targets[{b}] needs 'labels' and 'masks'; got {got}")
+        labels, masks = tgt["labels"], tgt["masks"]
+        if labels.dim() != 1:
+            raise ValueError(f"targets[{b}]['labels'] must be (K,); got {tuple(labels.shape)}")
+        if labels.is_floating_point() or labels.dtype == torch.bool:
+            raise ValueError(f"targets[{b}]['labels'] must be integer class ids; got {labels.dtype}")
+        if masks.shape[0] != labels.shape[0]:
+            raise ValueError(f"targets[{b}]: {labels.shape[0]} labels but masks of shape {tuple(masks.shape)}")
+        if point_form:
+            p = num_points[b]
+            if masks.dim() != 2 or masks.shape[1] != p:
+                raise ValueError(f"targets[{b}]['masks'] {tuple(masks.shape)} must be (K, P) with P = {p}, "
+                                 f"the points of pred_masks[{b}] (point form)")
+        elif masks.dim() != 3:
+            raise ValueError(f"targets[{b}]['masks'] must be (K, H, W) for dense predictions; got {tuple(masks.shape)}")
+    if not point_form:
+        sizes = {tuple(t["masks"].shape[-2:]) for t in targets}
+        if len(sizes) > 1:
+            raise ValueError(f"dense GT masks of one batch must share one (H, W) (pad them to the batch's "
+                             f"padded image size, as the meta-architecture does); got {sorted(sizes)}")
+    counts = [int(t["labels"].shape[0]) for t in targets]
+
+    def as_float(masks: Tensor) -> Tensor:  # bool / integer masks to float32; float64 stays (tests)
+        return masks if masks.is_floating_point() else masks.float()
+
+    k_pad = padded_size(max(counts), pad_to)
+    device = targets[0]["masks"].device
+    labels = torch.stack([F.pad(t["labels"].long(), (0, k_pad - k)) for t, k in zip(targets, counts)])
+    slots = torch.arange(k_pad, device=device)
+    present = slots[None, :] < torch.tensor(counts, device=device)[:, None]
+    if point_form:
+        p_pad = max(num_points)
+        masks = torch.stack([F.pad(as_float(t["masks"]), (0, p_pad - t["masks"].shape[1], 0, k_pad - k))
+                             for t, k in zip(targets, counts)])
+        point_valid = torch.arange(p_pad, device=device)[None, :] < torch.tensor(list(num_points), device=device)[:, None]
+    else:
+        masks = torch.stack([F.pad(as_float(t["masks"]), (0, 0, 0, 0, 0, k_pad - k)) for t, k in zip(targets, counts)])
+        point_valid = present.new_zeros(len(targets), 0)
+    return PaddedTargets(labels.to(device), masks, present, point_valid)
+
+
+def check_target_values(targets: Sequence[Mapping], num_classes: int) -> None:
+    """The value checks a criterion cannot make without reading device memory: label range and
+    mask values. Run on the host's data (the dataset mapper) or in a criterion's first calls."""
+    for b, tgt in enumerate(targets):
+        labels, masks = tgt["labels"], tgt["masks"]
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+            bad = labels[(labels < 0) | (labels >= num_classes)].unique().tolist()
+            raise ValueError(f"targets[{b}]['labels'] has ids {bad} outside [0, {num_classes})")
+        if masks.numel() and masks.dtype != torch.bool:
+            low, high = float(masks.min()), float(masks.max())
+            if low < 0 or high > 1:
+                raise ValueError(f"targets[{b}]['masks'] must be binary or in [0, 1]; got values in [{low}, {high}]")
