@@ -51,13 +51,13 @@ def padded_size(count: int, pad_to: int) -> int:
     return max(pad_to, pad_to * math.ceil(count / pad_to))
 
 
-def pad_targets(targets: Sequence[Mapping], point_form: bool, num_points: Optional[Sequence[int]] = None,
+def pad_targets(targets: Sequence[Mapping], point_form: bool, mask_shapes: Optional[Sequence[Sequence[int]]] = None,
                 pad_to: int = DEFAULT_PAD_TO) -> PaddedTargets:
     """Per-image ``{"labels": (K_b,), "masks": (K_b, H, W) or (K_b, P_b)}`` -> :class:`PaddedTargets`.
 
     Shapes and dtypes are checked here (they are known on the host, so checking costs no sync);
-    values (label range, empty masks) by :func:`check_target_values`. ``num_points``: the point
-    count P_b of each scene's predictions (point form), which every mask must match.
+    values (label range, empty masks) by :func:`check_target_values`. ``mask_shapes``: the (Q_b, P_b)
+    shape of each scene's predicted masks (point form), whose P_b every GT mask must match.
     """
     if pad_to < 1:
         raise ValueError(f"pad_to must be >= 1; got {pad_to}")
@@ -75,10 +75,10 @@ def pad_targets(targets: Sequence[Mapping], point_form: bool, num_points: Option
         if masks.shape[0] != labels.shape[0]:
             raise ValueError(f"targets[{b}]: {labels.shape[0]} labels but masks of shape {tuple(masks.shape)}")
         if point_form:
-            p = num_points[b]
+            p = mask_shapes[b][-1]
             if masks.dim() != 2 or masks.shape[1] != p:
                 raise ValueError(f"targets[{b}]['masks'] {tuple(masks.shape)} must be (K, P) with P = {p}, "
-                                 f"the points of pred_masks[{b}] (point form)")
+                                 f"the points of pred_masks[{b}] {tuple(mask_shapes[b])} (point form)")
         elif masks.dim() != 3:
             raise ValueError(f"targets[{b}]['masks'] must be (K, H, W) for dense predictions; got {tuple(masks.shape)}")
     if not point_form:
@@ -97,10 +97,11 @@ def pad_targets(targets: Sequence[Mapping], point_form: bool, num_points: Option
     slots = torch.arange(k_pad, device=device)
     present = slots[None, :] < torch.tensor(counts, device=device)[:, None]
     if point_form:
+        num_points = [shape[-1] for shape in mask_shapes]
         p_pad = max(num_points)
         masks = torch.stack([F.pad(as_float(t["masks"]), (0, p_pad - t["masks"].shape[1], 0, k_pad - k))
                              for t, k in zip(targets, counts)])
-        point_valid = torch.arange(p_pad, device=device)[None, :] < torch.tensor(list(num_points), device=device)[:, None]
+        point_valid = torch.arange(p_pad, device=device)[None, :] < torch.tensor(num_points, device=device)[:, None]
     else:
         masks = torch.stack([F.pad(as_float(t["masks"]), (0, 0, 0, 0, 0, k_pad - k)) for t, k in zip(targets, counts)])
         point_valid = present.new_zeros(len(targets), 0)

@@ -19,11 +19,4 @@ model = dict(
             type='InfluencerCriterion',
             num_classes={{_base_.num_instance_classes}},
             loss_weight=[0.5, 1.0],  # [classification, influencer mask loss]
-            # The ownership of the S3DIS config: with the core's defaults a network on a
-            # synthetic 31-instance room collapses to one silent mask (docs/loss.md, "Networks").
-            # Measured on synthetic S3DIS-like rooms only, not on ScanNet.
-            exclusion='owned',
-            anneal_ownership=True,
-            sinkhorn_iters=40,
-            temperature=0.05,
             iter_matcher=True)))  # accepted for compatibility; there is no matcher

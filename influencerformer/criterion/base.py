@@ -218,8 +218,8 @@ class SetCriterionBase(nn.Module):
             if self._value_checks_left > 0:
                 self._value_checks_left -= 1
                 check_target_values(targets, self.num_classes)
-            num_points = [m.shape[1] for m in final.masks] if final.point_form else None
-            padded = pad_targets(targets, final.point_form, num_points)
+            shapes = [tuple(m.shape) for m in final.masks] if final.point_form else None
+            padded = pad_targets(targets, final.point_form, shapes)
             target_list = [{"labels": t["labels"].long(), "masks": t["masks"].float()} for t in targets]
         if padded.point_form != final.point_form or padded.labels.shape[0] != len(final.logits):
             raise ValueError(f"targets are for {padded.labels.shape[0]} images in "

@@ -380,7 +380,7 @@ def mask_influencer_loss(
                              f"got {tuple(bias_list[n].shape)}")
     logits, query_valid = pad_problems(logits_list)
     padded = pad_targets([{"labels": m.new_zeros(m.shape[0], dtype=torch.long), "masks": m} for m in masks_list],
-                         point_form=True, num_points=[z.shape[1] for z in logits_list], pad_to=1)
+                         point_form=True, mask_shapes=[tuple(z.shape) for z in logits_list], pad_to=1)
     targets = point_targets(padded.masks, padded.labels, padded.present, padded.point_valid,
                             with_exclusive=exclusive)  # every potential is reported, weighted or not
     stats = mask_statistics(logits, targets, with_sigmoid=not exclusive or dice_weight > 0)

@@ -43,16 +43,3 @@ def test_instance_points_only_forgives_a_spare_querys_background_but_not_a_dupli
     assert not is_one_to_one(spare, masks) and is_one_to_one(spare, masks, instance_points_only=True)
     assert not is_one_to_one(configs["one_duplicate"], masks, instance_points_only=True)
 
-
-def test_point_scaled_exclusion_without_background_reaches_one_to_one_on_the_instances():
-    """Mask2Former's owner losses, the ownership's mask cost, the non-owners' exclusion at the point
-    scale and no background term: instances end one-to-one; spare queries keep a free background."""
-    variant = dict(attr_weight=0.0, rep_weight=0.0, bg_weight=0.0, excl_weight=1.0, exclusion_scale="point",
-                   dice_weight=1.0, bce_weight=1.0, ownership_mask_cost=5.0, anneal_ownership=True,
-                   sinkhorn_iters=40)
-    masks = random_instance_masks(5, torch.Generator().manual_seed(0))
-    logits = optimise_free_logits(masks, 10, start="random", seed=0, steps=400, **variant)
-    assert is_one_to_one(logits, masks, instance_points_only=True)
-    # without the exclusion nothing pushes a spare query off an instance: duplicates stay
-    free = optimise_free_logits(masks, 10, start="random", seed=0, steps=400, **(variant | {"excl_weight": 0.0}))
-    assert not is_one_to_one(free, masks, instance_points_only=True)

@@ -20,8 +20,7 @@ if str(REPO_ROOT) not in sys.path:
 # The instance-criterion keys of configs/s3dis/influencer_*.py (besides type, num_classes and
 # iter_matcher); test_of3d_configs checks that the config says exactly this, the overfit test
 # trains with it.
-S3DIS_CRITERION = dict(loss_weight=[0.5, 1.0, 0.5], non_object_weight=0.05, bg_weight=0.1, exclusion="owned",
-                       anneal_ownership=True, sinkhorn_iters=40, temperature=0.05)
+S3DIS_CRITERION = dict(loss_weight=[0.5, 1.0, 0.5], non_object_weight=0.05, potentials=dict(bg_weight=0.1))
 
 
 def load_synthetic_s3dis():

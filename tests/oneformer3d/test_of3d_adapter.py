@@ -9,7 +9,8 @@ import torch
 from of3d_helpers import blob_masks, instance_data, leaf_tensors, oneformer3d_pred
 
 from influencerformer.criterion import InfluencerCriterion as CoreCriterion
-from influencerformer.losses import mask_influencer_loss
+from influencerformer.losses import InfluencerPotentials, mask_influencer_loss
+from influencerformer.matching import SinkhornAssigner
 from projects.oneformer3d import OneFormer3DInfluencerCriterion
 
 NUM_CLASSES = 13
@@ -24,7 +25,8 @@ def make_insts(counts, points, generator, overlap=False):
 
 
 def criterion(**kwargs):
-    cfg = dict(num_classes=NUM_CLASSES, loss_weight=[0.5, 1.0, 0.5], non_object_weight=0.05, bg_weight=0.1)
+    cfg = dict(num_classes=NUM_CLASSES, loss_weight=[0.5, 1.0, 0.5], non_object_weight=0.05,
+               potentials=dict(bg_weight=0.1))
     cfg.update(kwargs)
     return OneFormer3DInfluencerCriterion(**cfg)
 
@@ -47,8 +49,8 @@ def test_oneformer3d_shaped_call(scores):
     loss = out["inst_loss"]
     assert loss.dim() == 0 and torch.isfinite(loss)
     expected = {"loss_ce", "loss_influencer"} | ({"loss_score"} if scores else set())
-    expected |= {f"{k}_{i}" for k in set(expected) for i in range(2)}
     assert set(crit.last_losses) == expected
+    assert all(v.shape == (3,) for v in crit.last_losses.values())  # the final layer and 2 aux layers
     loss.backward()
     for t in leaf_tensors(pred):
         assert t.grad is not None and torch.isfinite(t.grad).all()
@@ -91,18 +93,22 @@ def test_mask_term_is_the_core_mask_influencer_loss(formulation):
     g = torch.Generator().manual_seed(3)
     pred = oneformer3d_pred(QUERIES, POINTS, NUM_CLASSES, num_aux=0, scores=False, generator=g)
     insts = make_insts(COUNTS, POINTS, g, overlap=True)
-    hyper = dict(attr_weight=0.7, rep_weight=1.3, bg_weight=0.1, rep_margin=0.8, temperature=0.4)
-    crit = criterion(loss_weight=[0.0, 1.0], formulation=formulation, **hyper)
+    weights = dict(attr_weight=0.7, rep_weight=1.3, bg_weight=0.1)
+    if formulation == "original":
+        crit = criterion(loss_weight=[0.0, 1.0], potentials=dict(weights, formulation="original", temperature=0.4))
+    else:
+        crit = criterion(loss_weight=[0.0, 1.0], potentials=weights, assigner=dict(temperature=0.4))
     loss = crit(pred, insts)["inst_loss"]
     (grad_adapter,) = torch.autograd.grad(loss, pred["masks"][0])
 
     masks = [m.detach().clone().requires_grad_() for m in pred["masks"]]
+    exclusion = {"exclusion": "owned"} if formulation == "exclusive" else {}
     direct = torch.stack([
-        mask_influencer_loss(m, inst.sp_masks, formulation=formulation, **hyper)["loss"]
+        mask_influencer_loss(m, inst.sp_masks, formulation=formulation, temperature=0.4, **weights, **exclusion)["loss"]
         for m, inst in zip(masks, insts)]).mean()
     (grad_direct,) = torch.autograd.grad(direct, masks[0])
     torch.testing.assert_close(loss, direct)
-    torch.testing.assert_close(crit.last_losses["loss_influencer"], direct.detach())
+    torch.testing.assert_close(crit.last_losses["loss_influencer"][0], direct.detach())
     torch.testing.assert_close(grad_adapter, grad_direct)
 
 
@@ -113,42 +119,37 @@ def test_total_is_the_weighted_sum_of_the_core_terms():
     crit = criterion(loss_weight=[0.3, 2.0, 0.7])
     total = crit(pred, insts)["inst_loss"]
 
-    core = CoreCriterion(NUM_CLASSES, {"loss_ce": 0.3, "loss_influencer": 2.0, "loss_score": 0.7},
-                         eos_coef=0.05, bg_weight=0.1)
+    core = CoreCriterion(NUM_CLASSES, {"loss_ce": 0.3, "loss_influencer": 2.0, "loss_score": 0.7}, eos_coef=0.05,
+                         assigner=SinkhornAssigner(0.0, 0.0, 0.0, temperature=0.05),
+                         potentials=InfluencerPotentials(bg_weight=0.1, exclusion="owned"))
     outputs, targets = crit.convert(pred, insts)
     terms = core(outputs, targets)
     assert set(terms) == set(crit.last_losses)
     expected = sum(core.weight_dict[k] * v for k, v in terms.items())
     torch.testing.assert_close(total, expected)
-    assert crit.weight_dict["loss_score_1"] == 0.7 and crit.weight_dict["loss_ce_0"] == 0.3
 
 
 def test_config_keys_reach_the_core():
-    crit = criterion(loss_weight=[0.5, 1.0, 0.25], non_object_weight=0.07, attr_weight=2.0, rep_weight=3.0,
-                     bg_weight=0.1, rep_margin=0.5, temperature=0.3, formulation="original", iter_matcher=True)
+    crit = criterion(loss_weight=[0.5, 1.0, 0.25], non_object_weight=0.07, iter_matcher=True,
+                     potentials=dict(attr_weight=2.0, rep_weight=3.0, bg_weight=0.1, formulation="original",
+                                     temperature=0.3))
     core = crit.core
     assert core.eos_coef == 0.07
     assert core.class_weight[-1].item() == pytest.approx(0.07) and core.class_weight[:-1].eq(1).all()
     assert core.weight_dict == {"loss_ce": 0.5, "loss_influencer": 1.0, "loss_score": 0.25}
-    for key, value in dict(attr_weight=2.0, rep_weight=3.0, bg_weight=0.1, rep_margin=0.5, temperature=0.3,
-                           formulation="original").items():
-        assert core.loss_kwargs[key] == value
-    flags = dict(exclusion="owned", dice_weight=0.5, claim_floor=-2.3, detach_ownership=False,
-                 anneal_ownership=True, sinkhorn_iters=40, bce_weight=0.5, ownership_spread_floor=2.0)
-    assert criterion(**flags).core.loss_kwargs.items() >= flags.items()
-    assert criterion(class_ownership_weight=0.5).core.class_ownership_weight == 0.5
-    assert criterion(objectness_exclusion=True).core.objectness_exclusion is True
-    assert criterion(ownership_mask_cost=5.0).core.loss_kwargs["ownership_mask_cost"] == 5.0
-    assert criterion(leak_weight=1.0).core.loss_kwargs["leak_weight"] == 1.0
-    assert criterion(query_balance=1.0).core.query_balance == 1.0
-    assert criterion(free_non_owners=True).core.loss_kwargs["free_non_owners"] is True
-    assert criterion(exclusion_scale="point").core.loss_kwargs["exclusion_scale"] == "point"
-    one_to_few = criterion(instance_mass=2.0, instance_mass_iters=100, sinkhorn_iters=40).core
-    assert (one_to_few.instance_mass, one_to_few.instance_mass_iters) == (2.0, 100)
-    both = criterion(objectness_exclusion=True, objectness_background=True).core
-    assert both.loss_kwargs["objectness_background"] is True and both.objectness_exclusion is True
-    from influencerformer.criterion.influencer import class_probability
-    assert criterion(class_ownership_weight=1.0, class_evidence="probability").core.class_evidence is class_probability
+    assert core.potentials.formulation == "original" and core.potentials.temperature == 0.3
+    assert core.potentials.weights == {"attractive": 2.0, "repulsive": 3.0, "background": 0.1, "exclusion": 0.0}
+    # the measured 3D setting is the default: the "owned" exclusion, a 40-step annealed plan at T = 0.05
+    default = criterion().core
+    assert default.potentials.exclusion == "owned" and default.potentials.weights["background"] == 0.1
+    assert (default.assigner.temperature, default.assigner.num_iters, default.assigner.anneal) == (0.05, 40, True)
+    assert (default.assigner.cost_class, default.assigner.cost_mask, default.assigner.cost_dice) == (0.0, 0.0, 0.0)
+    plain = criterion(assigner=dict(num_iters=10, anneal=False, detach=False)).core.assigner
+    assert (plain.num_iters, plain.anneal, plain.detach, plain.temperature) == (10, False, False, 0.05)
+    one_to_few = criterion(queries_per_instance=2.0, queries_per_instance_iters=100).core
+    assert (one_to_few.queries_per_instance, one_to_few.queries_per_instance_iters) == (2.0, 100)
+    with pytest.raises(TypeError, match="rep_margin"):
+        criterion(potentials=dict(rep_margin=0.5))
 
 
 def test_iter_matcher_and_query_masks_do_not_change_the_loss():

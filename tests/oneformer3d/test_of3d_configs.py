@@ -93,18 +93,18 @@ def test_configs_against_stand_in_checkout(tmp_path, monkeypatch, upstream):
     if "s3dis" in influencer:  # the setting the overfit test trains with
         stated = {k: v for k, v in crit.items() if k not in ("_delete_", "type", "num_classes", "iter_matcher")}
         assert stated == S3DIS_CRITERION
-    ownership = ("exclusion", "anneal_ownership", "sinkhorn_iters", "temperature")
-    assert {k: crit[k] for k in ownership} == {k: S3DIS_CRITERION[k] for k in ownership}
+    # the ownership is the adapter's default (the measured 3D setting) in every Influencer config
+    assert "assigner" not in crit
     # the parsed criterion builds through mmdet3d's registry, every key reaching the core
     with mmdet3d_build_scope() as models:
         built = models.build(crit)
     assert isinstance(built, OneFormer3DInfluencerCriterion)
-    for key in ("bg_weight", "exclusion", "anneal_ownership", "sinkhorn_iters", "temperature"):
-        if key in crit:
-            assert built.core.loss_kwargs[key] == crit[key], key
-    # keys the config leaves out take the core's defaults (ownership detached)
-    assert built.core.loss_kwargs["formulation"] == "exclusive"
-    assert built.core.loss_kwargs["detach_ownership"] is True
+    if "potentials" in crit:
+        assert crit["potentials"] == {"bg_weight": 0.1}
+        assert built.core.potentials.weights["background"] == 0.1
+    assigner = built.core.assigner
+    assert (assigner.temperature, assigner.num_iters, assigner.anneal, assigner.detach) == (0.05, 40, True, True)
+    assert built.core.potentials.exclusion == "owned" and built.core.potentials.formulation == "exclusive"
 
 
 def test_missing_environment_variable_is_a_clear_error(monkeypatch):

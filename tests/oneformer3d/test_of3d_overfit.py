@@ -157,7 +157,7 @@ def test_without_a_converged_plan_the_same_configuration_collapses(one_thread):
     plain steps 0.77-0.92, 10 annealed steps 0.74-0.90, 40 annealed steps (the config)
     0.95-1.00; at T = 0.2, 40 plain steps 0.58-0.65. The loss is the same in all of them; only
     how close the ownership gets to its Sinkhorn plan differs."""
-    _, ious, owners, _ = _overfit_adapter(anneal_ownership=False, sinkhorn_iters=10)
+    _, ious, owners, _ = _overfit_adapter(assigner=dict(anneal=False, num_iters=10))
     assert ious.mean() < 0.3 and len(set(owners.tolist())) < 0.5 * len(ious)
 
 

@@ -15,7 +15,8 @@ import projects.oneformer3d as adapter
 from projects.oneformer3d import OneFormer3DInfluencerCriterion
 
 CFG = dict(type="InfluencerCriterion", num_classes=13, loss_weight=[0.5, 1.0, 0.5], non_object_weight=0.05,
-           attr_weight=1.0, rep_weight=1.0, bg_weight=0.1, rep_margin=1.0, temperature=0.5, iter_matcher=True)
+           potentials=dict(attr_weight=1.0, rep_weight=1.0, bg_weight=0.1), assigner=dict(temperature=0.5),
+           iter_matcher=True)
 
 # Subprocesses see the repository root first, like the run scripts set it up.
 ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
@@ -53,7 +54,8 @@ def test_build_from_config_dict_through_mmdet3d_registry():
     with mmdet3d_build_scope() as models:
         crit = models.build(dict(CFG))
     assert isinstance(crit, OneFormer3DInfluencerCriterion)
-    assert crit.loss_weight == [0.5, 1.0, 0.5] and crit.core.loss_kwargs["bg_weight"] == 0.1
+    assert crit.loss_weight == [0.5, 1.0, 0.5] and crit.core.potentials.weights["background"] == 0.1
+    assert crit.core.assigner.temperature == 0.5
     loss = _call(crit)
     assert torch.isfinite(loss)
 

@@ -40,7 +40,7 @@ def seg_loss_cfg():
 
 
 INFLUENCER = dict(type="InfluencerCriterion", num_classes=N_INST_CLS, loss_weight=[0.5, 1.0, 0.5],
-                  non_object_weight=0.05, bg_weight=0.1, iter_matcher=True)
+                  non_object_weight=0.05, potentials=dict(bg_weight=0.1), iter_matcher=True)
 HUNGARIAN = dict(type="InstanceCriterion",
                  matcher=dict(type="HungarianMatcher", costs=[dict(type="QueryClassificationCost", weight=0.5),
                                                               dict(type="MaskBCECost", weight=1.0),
