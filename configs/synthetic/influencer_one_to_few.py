@@ -5,7 +5,7 @@ Measured on two A/Bs of 3 seeds (docs/results.md): segm AP 40.5 +- 1.1 over the 
 well behind both while several queries own each instance."""
 from .influencer import dataloader, lr_multiplier, model, optimizer, train
 
-model.criterion.instance_mass = 3.0
+model.criterion.queries_per_instance = 3.0
 # 0.6 x train.max_iter, before the learning-rate drop at 0.9: scale it with any max_iter override
-model.criterion.instance_mass_iters = 600
+model.criterion.queries_per_instance_iters = 600
 train.output_dir = "./output/synthetic_influencer_one_to_few"

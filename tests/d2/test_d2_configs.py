@@ -32,17 +32,20 @@ def test_model_builds(name):
     kind = os.path.basename(name)[: -len(".py")]
     assert type(model.criterion).__name__ == CRITERIA[kind]
     assert model.criterion.num_classes == model.num_classes == model.transformer_decoder.num_classes
-    if kind.startswith("influencer"):  # the measured ownership setting reaches the core loss
-        kwargs = model.criterion.loss_kwargs
-        assert kwargs["anneal_ownership"] is True and kwargs["sinkhorn_iters"] == 40
-        assert kwargs["bce_weight"] == 1.0
-        assert model.criterion.class_ownership_weight == 1.0
-        assert model.criterion.importance_sample_ratio == 0.75 and model.criterion.oversample_ratio == 3.0
+    if kind.startswith("influencer"):  # the measured ownership setting reaches the core
+        crit = model.criterion
+        assigner = crit.assigner
+        assert (assigner.anneal, assigner.num_iters, assigner.temperature, assigner.detach) == (True, 40, 0.2, True)
+        assert crit.importance_sample_ratio == 0.75 and crit.oversample_ratio == 3.0
         # the default weighs Mask2Former's owner losses with the plan; the potentials config the potentials
         owner_losses = kind in ("influencer", "influencer_one_to_few")
-        assert (kwargs["dice_weight"], kwargs["ownership_mask_cost"]) == ((1.0, 5.0) if owner_losses else (0.0, 0.0))
-        potentials = [kwargs[key] for key in ("attr_weight", "rep_weight", "bg_weight", "excl_weight")]
-        assert potentials == ([0.0] * 4 if owner_losses else [1.0] * 4)
+        costs = (assigner.cost_class, assigner.cost_mask, assigner.cost_dice)
+        assert costs == ((1.0, 5.0, 5.0) if owner_losses else (1.0, 0.0, 0.0))
+        if owner_losses:
+            assert crit.potentials is None and crit.weight_dict == {"loss_ce": 2.0, "loss_mask": 5.0, "loss_dice": 5.0}
+        else:
+            assert list(crit.potentials.weights.values()) == [1.0] * 4 and crit.potentials.exclusion == "sum"
+            assert crit.weight_dict == {"loss_ce": 2.0, "loss_mask": 5.0, "loss_influencer": 5.0}
     assert len(model.transformer_decoder.cross_attention_layers) == cfg.model.transformer_decoder.dec_layers
     if name.startswith("coco/"):
         total, backbone = count(model), count(model.backbone)
@@ -65,16 +68,25 @@ def test_pair_differs_only_in_criterion(dataset, other):
     assert a == b
 
 
-def test_one_to_few_config_is_the_default_with_an_annealed_instance_mass():
+def test_one_to_few_config_is_the_default_with_annealed_queries_per_instance():
     a = OmegaConf.to_container(load("synthetic/influencer.py"), resolve=False)
     b = OmegaConf.to_container(load("synthetic/influencer_one_to_few.py"), resolve=False)
     criterion = b["model"]["criterion"]
-    assert (criterion.pop("instance_mass"), criterion.pop("instance_mass_iters")) == (3.0, 600)
+    assert (criterion.pop("queries_per_instance"), criterion.pop("queries_per_instance_iters")) == (3.0, 600)
     for cfg in (a, b):
         cfg["train"].pop("output_dir")
     assert a == b
     criterion = instantiate(load("synthetic/influencer_one_to_few.py").model.criterion)
-    assert criterion.current_instance_mass() == 3.0 and "training_calls" in criterion.state_dict()
+    assert float(criterion.current_queries_per_instance()) == 3.0 and "training_calls" in criterion.state_dict()
+
+
+def test_the_default_config_criterion_is_the_cores_default():
+    """configs/common/criterion.py: influencer is InfluencerCriterion(num_classes, weight_dict): the
+    shipped recipe is what the core builds by default."""
+    from influencerformer.criterion import InfluencerCriterion
+    built = instantiate(load("coco/influencer.py").model.criterion)
+    default = InfluencerCriterion(80, {"loss_ce": 2.0, "loss_mask": 5.0, "loss_dice": 5.0})
+    assert repr(built) == repr(default) and built.weight_dict == default.weight_dict
 
 
 def test_coco_recipe():
@@ -91,7 +103,7 @@ def test_coco_recipe():
     assert (aug.image_size, aug.min_scale, aug.max_scale, aug.horizontal_flip) == (1024, 0.1, 2.0, True)
     assert cfg.dataloader.test.dataset.names == "coco_2017_val"
     assert cfg.dataloader.evaluator.dataset_name == "coco_2017_val"
-    assert dict(cfg.model.criterion.weight_dict) == {"loss_ce": 2.0, "loss_influencer": 5.0}
+    assert dict(cfg.model.criterion.weight_dict) == {"loss_ce": 2.0, "loss_mask": 5.0, "loss_dice": 5.0}
     assert dict(load("coco/hungarian.py").model.criterion.weight_dict) == {
         "loss_ce": 2.0,
         "loss_mask": 5.0,

@@ -53,9 +53,9 @@ def test_one_training_step(criterion):
     with EventStorage():
         losses = model(batch)
     weights = model.criterion.weight_dict
-    base = {"influencer": ["loss_ce", "loss_influencer"], "hungarian": ["loss_ce", "loss_mask", "loss_dice"]}[criterion]
-    expected = set(base) | {f"{k}_{i}" for k in base for i in range(3)}  # 3 aux outputs (dec_layers=3)
+    expected = {"loss_ce", "loss_mask", "loss_dice"}  # each summed over the 4 layers (dec_layers=3 + final)
     assert set(losses) == expected
+    assert all(v.shape == (4,) for v in model.criterion.layer_losses.values())
     for v in losses.values():
         assert v.dim() == 0 and torch.isfinite(v)
     # weighted: the criterion's raw terms times weight_dict

@@ -93,14 +93,14 @@ def test_train_resume_eval(criterion, tiny_synthetic_root, tmp_path):
 
 
 def test_one_to_few_schedule_survives_resume(tiny_synthetic_root, tmp_path):
-    """The instance-mass schedule counts training calls in a buffer the checkpoints carry: a run
+    """The queries-per-instance schedule counts training calls in a buffer the checkpoints carry: a run
     resumed from iteration 3 continues it (calls 3 -> 5), it does not restart it."""
     import torch
 
     out = str(tmp_path / "one_to_few")
     base = ["--config-file", "configs/synthetic/influencer_one_to_few.py"] + SMALL + [
         f"train.output_dir={out}", "dataloader.train.total_batch_size=2", "train.checkpointer.period=100",
-        "train.eval_period=0", "model.criterion.instance_mass_iters=4"]
+        "train.eval_period=0", "model.criterion.queries_per_instance_iters=4"]
 
     def calls():
         state = torch.load(os.path.join(out, "model_final.pth"), map_location="cpu", weights_only=False)["model"]
