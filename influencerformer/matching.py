@@ -104,16 +104,23 @@ def plan_marginals(instance_valid: Tensor, query_valid: Tensor, queries_per_inst
         instance_valid: (B, K_pad) bool; query_valid: (B, Q_pad) bool.
     Returns:
         ``(log_row (B, K_pad + 1), log_col (B, Q_pad), row_mass (B, K_pad))``; ``row_mass`` is 1 at
-        padded rows, so dividing by it is always safe.
+        padded rows, so dividing by it is always safe (the number 1.0 for the one-to-one plan).
     """
     num_inst = instance_valid.sum(dim=1, keepdim=True).float()  # (B, 1)
     num_queries = query_valid.sum(dim=1, keepdim=True).float()
-    per_instance = torch.as_tensor(queries_per_instance, dtype=torch.float32, device=num_inst.device)
-    mass = torch.minimum(per_instance, num_queries / num_inst.clamp(min=1.0)).clamp(min=1.0)  # (B, 1)
-    row_mass = torch.where(instance_valid, mass, 1.0)
-    dustbin = num_queries - num_inst * mass  # (B, 1)
-    log_row = torch.cat([torch.where(instance_valid, mass.log(), PADDING_LOG_MASS),
-                         torch.where(dustbin > 1e-6, dustbin.clamp(min=1e-6).log(), PADDING_LOG_MASS)], dim=1)
+    if isinstance(queries_per_instance, Tensor) or queries_per_instance != 1.0:
+        per_instance = (queries_per_instance if isinstance(queries_per_instance, Tensor)
+                        else torch.full((), queries_per_instance, device=num_inst.device))  # no host-to-device copy
+        mass = torch.minimum(per_instance, num_queries / num_inst.clamp(min=1.0)).clamp(min=1.0)  # (B, 1)
+        row_mass = torch.where(instance_valid, mass, 1.0)
+        log_instance = torch.where(instance_valid, mass.log(), PADDING_LOG_MASS)
+        dustbin = num_queries - num_inst * mass  # (B, 1)
+    else:  # the one-to-one plan: every instance row has mass 1
+        row_mass = 1.0
+        log_instance = torch.where(instance_valid, 0.0, PADDING_LOG_MASS)
+        dustbin = num_queries - num_inst
+    log_row = torch.cat([log_instance, torch.where(dustbin > 1e-6, dustbin.clamp(min=1e-6).log(), PADDING_LOG_MASS)],
+                        dim=1)
     capacity = (num_inst / num_queries.clamp(min=1.0)).clamp(min=1.0)
     log_col = torch.where(query_valid, capacity.log(), PADDING_LOG_MASS)
     return log_row, log_col, row_mass
@@ -168,11 +175,16 @@ def sinkhorn_plan(scores: Tensor, log_row: Tensor, log_col: Tensor, temperature:
         num_annealed, rescale = 0, None
         log_plan = start / temperature
     log_row, log_col = log_row[..., :, None], log_col[..., None, :]
+    if num_annealed:
+        # the next iteration's temperature change folded into this one's row step:
+        # (log_softmax + log_row) * r = log_softmax * r + log_row * r, one addcmul
+        scaled_rows = log_row * rescale  # (num_annealed, ..., R, 1)
     for i in range(num_iters):
-        if 0 < i <= num_annealed:
-            log_plan = log_plan * rescale[i - 1]
         log_plan = torch.log_softmax(log_plan, dim=-2) + log_col
-        log_plan = torch.log_softmax(log_plan, dim=-1) + log_row
+        if i < num_annealed:
+            log_plan = torch.addcmul(scaled_rows[i], torch.log_softmax(log_plan, dim=-1), rescale[i])
+        else:
+            log_plan = torch.log_softmax(log_plan, dim=-1) + log_row
     return log_plan
 
 

@@ -35,25 +35,19 @@ def float32_no_autocast(fn: F) -> F:
     def wrapper(*args, **kwargs):
         args = [cast(a) for a in args]
         kwargs = {k: cast(v) for k, v in kwargs.items()}
-        device_types = {t.device.type for t in tensors(list(args) + list(kwargs.values()))}
-        with _autocast_disabled(device_types):
-            return fn(*args, **kwargs)
+        device_types = sorted({t.device.type for t in tensors(list(args) + list(kwargs.values()))} | {"cpu"})
+        return _without_autocast(device_types, fn, args, kwargs)
 
     return wrapper  # type: ignore[return-value]
 
 
-class _autocast_disabled:
-    def __init__(self, device_types):
-        self.contexts = [torch.autocast(device_type=d, enabled=False) for d in sorted(device_types | {"cpu"})]
-
-    def __enter__(self):
-        for c in self.contexts:
-            c.__enter__()
-
-    def __exit__(self, *exc):
-        for c in reversed(self.contexts):
-            c.__exit__(*exc)
-        return False
+def _without_autocast(device_types, fn, args, kwargs):
+    """``fn(*args, **kwargs)`` with autocast off on every device type (plain ``with`` blocks, which
+    ``torch.compile`` traces)."""
+    if not device_types:
+        return fn(*args, **kwargs)
+    with torch.autocast(device_type=device_types[0], enabled=False):
+        return _without_autocast(device_types[1:], fn, args, kwargs)
 
 
 def is_dist_initialized() -> bool:

@@ -1,17 +1,26 @@
 #!/usr/bin/env python
-"""Criterion cost benchmark: Influencer (both formulations) vs the Hungarian baseline.
+"""Criterion cost benchmark: the matcher-free Influencer criterion against the Hungarian baseline.
 
-Forward + backward time (median of repeated runs after warm-up) and peak memory of each
-criterion on identical structured inputs -- GT masks as blobs, predictions as noisy shuffled
-copies -- with the Hungarian matcher's own share broken out. Dense inputs (2D, 12,544
-sampled points, Mask2Former's 1/4-resolution mask logits) and point-form inputs (3D).
+Forward + backward time (median of repeated runs after warm-up, round-robin over the criteria),
+the operators one forward + backward dispatches (``ops``: about one kernel launch each on a GPU)
+and the host-synchronising ones among them (``syncs``: ``.item()``, ``nonzero`` and the like), on
+identical structured inputs -- GT masks as blobs, predictions as noisy shuffled copies -- with the
+Hungarian matcher's own share broken out. Dense inputs (2D, 12,544 sampled points, Mask2Former's
+1/4-resolution mask logits) and point-form inputs (3D).
 
     python tools/benchmark_criterion.py                      # the two target scales
+    python tools/benchmark_criterion.py --compile --cuda-graph --json out.json
     python tools/benchmark_criterion.py --preset grid --json out.json
     python tools/benchmark_criterion.py --queries 100 --instances 50 --points 12544 --layers 10 --form dense
 
+``--compile`` adds the default criterion under ``torch.compile(fullgraph=True)``; ``--cuda-graph``
+(CUDA only) captures its forward + backward once as a CUDA graph and replays it. Both take the
+targets padded once per step (:func:`influencerformer.targets.pad_targets`, timed with the step).
+Hungarian matching can be neither: it solves each assignment on the CPU.
+
 CPU peak memory is the rise of the process's resident high-water mark during the run
-(``/proc/self/clear_refs`` resets it); CUDA peak memory is ``torch.cuda.max_memory_allocated``.
+(``/proc/self/clear_refs`` resets it; it misses what the allocator reuses); CUDA peak memory is
+``torch.cuda.max_memory_allocated``.
 """
 from __future__ import annotations
 
@@ -31,12 +40,25 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from influencerformer.criterion import HungarianCriterion, InfluencerCriterion  # noqa: E402
+from influencerformer.losses import InfluencerPotentials  # noqa: E402
 from influencerformer.matching import HungarianMatcher  # noqa: E402
+from influencerformer.targets import pad_targets  # noqa: E402
 from tools.provenance import machine_info, write_json  # noqa: E402
 
 NUM_CLASSES = 80
 HUNGARIAN_WEIGHTS = {"loss_ce": 2.0, "loss_mask": 5.0, "loss_dice": 5.0}
-INFLUENCER_WEIGHTS = {"loss_ce": 2.0, "loss_influencer": 5.0}
+INFLUENCER_WEIGHTS = HUNGARIAN_WEIGHTS  # the default criterion: Mask2Former's terms on the ownership plan
+ORIGINAL_WEIGHTS = {"loss_ce": 2.0, "loss_influencer": 5.0}
+# operators that only make views, allocate, or return their input: no kernel on a GPU
+NO_KERNEL_OPS = frozenset(f"aten::{name}" for name in (
+    "alias", "as_strided", "as_strided_", "chunk", "contiguous", "detach", "empty", "empty_like", "empty_strided",
+    "expand", "lift_fresh", "narrow", "permute", "real", "reshape", "_reshape_alias", "resolve_conj", "resolve_neg",
+    "select", "slice", "split", "split_with_sizes", "squeeze", "t", "to", "transpose", "unbind", "unsqueeze", "view"))
+# operators that read device memory back to the host (a GPU -> CPU synchronisation each)
+SYNC_OPS = frozenset(f"aten::{name}" for name in (
+    "_local_scalar_dense", "item", "nonzero", "nonzero_static", "is_nonzero", "masked_select", "unique", "_unique",
+    "_unique2", "unique_consecutive", "unique_dim", "equal", "bincount", "repeat_interleave", "allclose",
+    "_assert_async", "histc"))
 # (form, Q, K, points, layers): the scales the cost targets are stated at.
 TARGETS = [("point", 400, 50, 100_000, 4), ("dense", 100, 50, 12_544, 10)]
 GRID = dict(queries=[100, 200, 400, 900], instances=[10, 50, 100], layers=[1, 4, 10],
@@ -128,6 +150,29 @@ def leaves(outputs) -> List[torch.Tensor]:
     return out
 
 
+def _profile(fn):
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return prof.events()
+
+
+def count_dispatched_ops(fn) -> int:
+    """ATen operators ``fn()`` dispatches that call no other ATen operator and compute something
+    (views, allocations and no-op conversions are left out). On a GPU each is about one kernel
+    launch, which costs host time whatever the tensor sizes: a count that does not depend on the
+    machine's speed or load."""
+    return sum(1 for event in _profile(fn) if event.name.startswith("aten::") and event.name not in NO_KERNEL_OPS
+               and not any(child.name.startswith("aten::") for child in event.cpu_children))
+
+
+def count_ops_and_syncs(fn) -> Dict[str, int]:
+    """``{"ops": computing operators, "syncs": host-synchronising operators}`` of one ``fn()``."""
+    events = _profile(fn)
+    ops = sum(1 for event in events if event.name.startswith("aten::") and event.name not in NO_KERNEL_OPS
+              and not any(child.name.startswith("aten::") for child in event.cpu_children))
+    return {"ops": ops, "syncs": sum(1 for event in events if event.name in SYNC_OPS)}
+
+
 class ModuleTimer:
     """Accumulates the wall time of a module's forward calls (synchronising CUDA around them)."""
 
@@ -179,12 +224,56 @@ def build_criteria(cfg: Config) -> Dict[str, torch.nn.Module]:
         "hungarian": HungarianCriterion(NUM_CLASSES, HungarianMatcher(num_points=cfg.points), HUNGARIAN_WEIGHTS,
                                         num_points=cfg.points),
         "influencer": InfluencerCriterion(NUM_CLASSES, INFLUENCER_WEIGHTS, num_points=cfg.points),
-        "influencer_original": InfluencerCriterion(NUM_CLASSES, INFLUENCER_WEIGHTS, num_points=cfg.points,
-                                                   formulation="original"),
+        "influencer_original": InfluencerCriterion(NUM_CLASSES, ORIGINAL_WEIGHTS, num_points=cfg.points,
+                                                   potentials=InfluencerPotentials("original")),
     }
 
 
-def measure(cfg: Config, device: torch.device, repeats: int, warmup: int) -> Dict[str, dict]:
+def weighted_total(crit, outputs, targets):
+    losses = crit(outputs, targets)
+    return sum(crit.weight_dict[k] * v for k, v in losses.items())
+
+
+def weighted_backward(crit, outputs, targets, params):
+    return torch.autograd.grad(weighted_total(crit, outputs, targets), params, allow_unused=True)
+
+
+def padded_step(crit, outputs, targets, params, point_form: bool):
+    """The default criterion on targets padded once per step, forward under
+    ``torch.compile(fullgraph=True)`` (its backward is the compiled graph's too)."""
+    shapes = [tuple(m.shape) for m in outputs["pred_masks"]] if point_form else None
+    compiled = torch.compile(lambda padded: weighted_total(crit, outputs, padded), fullgraph=True)
+
+    def step():
+        total = compiled(pad_targets(targets, point_form, shapes))
+        return torch.autograd.grad(total, params, allow_unused=True)
+    return step
+
+
+def graph_step(crit, outputs, targets, params, point_form: bool):
+    """The default criterion's forward + backward captured once as a CUDA graph; each step pads the
+    targets into the graph's static buffers and replays it."""
+    shapes = [tuple(m.shape) for m in outputs["pred_masks"]] if point_form else None
+    static = pad_targets(targets, point_form, shapes)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up off the capture stream (lazy initialisation, workspaces)
+        for _ in range(3):
+            weighted_backward(crit, outputs, static, params)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        weighted_backward(crit, outputs, static, params)
+
+    def step():
+        for buffer, value in zip(static, pad_targets(targets, point_form, shapes)):
+            buffer.copy_(value)
+        graph.replay()
+    return step
+
+
+def measure(cfg: Config, device: torch.device, repeats: int, warmup: int, compile_arm: bool = False,
+            graph_arm: bool = False) -> Dict[str, dict]:
     outputs, targets = make_inputs(cfg, device)
     params = leaves(outputs)
     criteria = build_criteria(cfg)
@@ -193,29 +282,28 @@ def measure(cfg: Config, device: torch.device, repeats: int, warmup: int) -> Dic
         crit.to(device)
         if isinstance(crit, HungarianCriterion):
             matcher_timers[name] = ModuleTimer(crit.matcher, device)
-
-    def step(crit):
-        losses = crit(outputs, targets)
-        total = sum(crit.weight_dict[k] * v for k, v in losses.items())
-        total.backward()
-        for p in params:
-            p.grad = None
-
-    for _ in range(warmup):
-        for crit in criteria.values():
-            step(crit)
-    times = {name: [] for name in criteria}
+    steps = {name: (lambda crit=crit: weighted_backward(crit, outputs, targets, params))
+             for name, crit in criteria.items()}
+    point_form = cfg.form == "point"
+    if compile_arm:
+        steps["influencer_compiled"] = padded_step(criteria["influencer"], outputs, targets, params, point_form)
+    if graph_arm and device.type == "cuda":
+        steps["influencer_graph"] = graph_step(criteria["influencer"], outputs, targets, params, point_form)
+    for _ in range(max(warmup, 1 if compile_arm else 0)):
+        for step in steps.values():
+            step()
+    times = {name: [] for name in steps}
     matcher_times = {name: [] for name in matcher_timers}
     peaks = {}
     # Round-robin over the criteria, so that load changes on a shared machine hit all of them alike.
     for i in range(repeats):
-        for name, crit in criteria.items():
+        for name, step in steps.items():
             if name in matcher_timers:
                 matcher_timers[name].total = 0.0
             base = reset_peak(device) if i == 0 else None
             sync(device)
             start = time.perf_counter()
-            step(crit)
+            step()
             sync(device)
             times[name].append(time.perf_counter() - start)
             if base is not None:
@@ -224,12 +312,16 @@ def measure(cfg: Config, device: torch.device, repeats: int, warmup: int) -> Dic
                 matcher_times[name].append(matcher_timers[name].total)
     results = {name: {"ms": 1e3 * statistics.median(times[name]), "peak_mib": peaks.get(name),
                       "matcher_ms": 1e3 * statistics.median(matcher_times[name]) if name in matcher_times else None}
-               for name in criteria}
-    base_ms = results["hungarian"]["ms"]
-    for name in ("influencer", "influencer_original"):
-        results[name]["time_ratio_vs_hungarian"] = results[name]["ms"] / base_ms
-        hp, ip = results["hungarian"]["peak_mib"], results[name]["peak_mib"]
-        results[name]["memory_ratio_vs_hungarian"] = ip / hp if hp and ip is not None else None
+               for name in steps}
+    for crit in criteria.values():
+        crit._value_checks_left = 0  # count the steady state, not the first calls' value checks
+    for name in criteria:  # eager arms: what one step dispatches (a graph replay dispatches nothing)
+        results[name].update(count_ops_and_syncs(steps[name]))
+    base = results["hungarian"]
+    for name, res in results.items():
+        res["time_ratio_vs_hungarian"] = res["ms"] / base["ms"]
+        hp, ip = base["peak_mib"], res["peak_mib"]
+        res["memory_ratio_vs_hungarian"] = ip / hp if hp and ip is not None else None
     return results
 
 
@@ -249,22 +341,21 @@ def configs_for(args) -> List[Config]:
     return cfgs
 
 
-def format_row(device: str, cfg: Config, res: Dict[str, dict]) -> str:
-    h, i, o = res["hungarian"], res["influencer"], res["influencer_original"]
-    share = 100 * h["matcher_ms"] / h["ms"] if h["matcher_ms"] is not None else float("nan")
+def format_rows(device: str, cfg: Config, res: Dict[str, dict]) -> List[str]:
+    h = res["hungarian"]
+    share = f"{100 * h['matcher_ms'] / h['ms']:.0f}%" if h["matcher_ms"] is not None else "n/a"
+    rows = []
+    for name, r in res.items():
+        ops = f"{r['ops']} / {r['syncs']}" if "ops" in r else "(graph)"
+        mem = f"{r['peak_mib']:.0f}" if r["peak_mib"] is not None else "n/a"
+        extra = f"matcher {h['matcher_ms']:.1f} ms ({share})" if name == "hungarian" else ""
+        rows.append(f"| {device} | {cfg.label()} | {name} | {r['ms']:.1f} | {r['time_ratio_vs_hungarian']:.2f}x | "
+                    f"{ops} | {mem} | {extra} |")
+    return rows
 
-    def mem(r):
-        return f"{r['peak_mib']:8.0f}" if r["peak_mib"] is not None else "     n/a"
 
-    def ratio(r, key):
-        return f"{r[key]:5.2f}x" if r.get(key) is not None else "  n/a "
-    return (f"{device:4s} {cfg.label()} | {h['ms']:9.1f} {h['matcher_ms']:8.1f} {share:4.0f}% {mem(h)} | "
-            f"{i['ms']:9.1f} {ratio(i, 'time_ratio_vs_hungarian')} {mem(i)} {ratio(i, 'memory_ratio_vs_hungarian')} | "
-            f"{o['ms']:9.1f} {ratio(o, 'time_ratio_vs_hungarian')} {mem(o)}")
-
-
-HEADER = ("dev  config                                       | hungarian  matcher share  peak MiB | "
-          "influencer  time/H  peak MiB  mem/H | original    time/H  peak MiB")
+HEADER = ("| dev | config | criterion | ms (fwd + bwd) | time / hungarian | ops / syncs per step | peak MiB | |\n"
+          "|---|---|---|---|---|---|---|---|")
 
 
 def main(argv: Optional[List[str]] = None) -> List[dict]:
@@ -284,6 +375,8 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--max-gb", type=float, default=12.0, help="skip configurations estimated above this")
+    parser.add_argument("--compile", action="store_true", help="add the default criterion under torch.compile")
+    parser.add_argument("--cuda-graph", action="store_true", help="add the default criterion as a CUDA graph")
     parser.add_argument("--json", type=Path, help="write the results here (atomically)")
     args = parser.parse_args(argv)
     if args.repeats < 1:
@@ -299,12 +392,12 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     for device in devices:
         for cfg in configs_for(args):
             if cfg.estimated_gb() > args.max_gb:
-                print(f"{device.type:4s} {cfg.label()} | skipped: ~{cfg.estimated_gb():.1f} GB > --max-gb {args.max_gb}")
+                print(f"| {device.type} | {cfg.label()} | skipped: ~{cfg.estimated_gb():.1f} GB > --max-gb {args.max_gb} |")
                 records.append({"device": device.type, "config": asdict(cfg), "skipped": True})
                 continue
             torch.manual_seed(0)
-            res = measure(cfg, device, args.repeats, args.warmup)
-            print(format_row(device.type, cfg, res), flush=True)
+            res = measure(cfg, device, args.repeats, args.warmup, args.compile, args.cuda_graph)
+            print("\n".join(format_rows(device.type, cfg, res)), flush=True)
             records.append({"device": device.type, "config": asdict(cfg), "results": res})
     if args.json:
         payload = {"machine": machine_info(devices), "repeats": args.repeats, "warmup": args.warmup,

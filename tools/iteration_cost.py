@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tools.benchmark_criterion import blob_masks  # noqa: E402
+from tools.benchmark_criterion import blob_masks, count_dispatched_ops  # noqa: E402
 from tools.provenance import machine_info, write_json  # noqa: E402
 
 PHASES = ("forward", "criterion_forward", "criterion_backward", "network_backward", "optimizer")
@@ -59,24 +59,6 @@ def coco_like_targets(batch: int, size: int, num_classes: int, seed: int, device
         labels = torch.randint(num_classes, (masks.shape[0],), generator=gen)
         targets.append({"labels": labels.to(device), "masks": masks.to(device)})
     return targets
-
-
-# operators that only make views, allocate, or return their input: no kernel on a GPU
-NO_KERNEL_OPS = frozenset(f"aten::{name}" for name in (
-    "alias", "as_strided", "as_strided_", "chunk", "contiguous", "detach", "empty", "empty_like", "empty_strided",
-    "expand", "lift_fresh", "narrow", "permute", "real", "reshape", "_reshape_alias", "resolve_conj", "resolve_neg",
-    "select", "slice", "split", "split_with_sizes", "squeeze", "t", "to", "transpose", "unbind", "unsqueeze", "view"))
-
-
-def count_dispatched_ops(fn) -> int:
-    """ATen operators ``fn()`` dispatches that call no other ATen operator and compute something
-    (views, allocations and no-op conversions are left out). On a GPU each is about one kernel
-    launch, which costs host time whatever the tensor sizes: a count that does not depend on the
-    machine's speed or load."""
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        fn()
-    return sum(1 for event in prof.events() if event.name.startswith("aten::") and event.name not in NO_KERNEL_OPS
-               and not any(child.name.startswith("aten::") for child in event.cpu_children))
 
 
 class Arm:

@@ -30,6 +30,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from influencerformer.criterion import HungarianCriterion, InfluencerCriterion  # noqa: E402
+from influencerformer.losses import InfluencerPotentials  # noqa: E402
+from influencerformer.matching import SinkhornAssigner  # noqa: E402
 from influencerformer.matching import HungarianMatcher  # noqa: E402
 from tools.provenance import machine_info, write_json  # noqa: E402
 
@@ -105,13 +107,22 @@ class SmallQueryModel(nn.Module):
         return out
 
 
+ASSIGNER_KEYS = ("cost_class", "cost_mask", "cost_dice", "temperature", "num_iters", "anneal", "detach")
+
+
 def build_criterion(name: str, num_points: int, influencer_kwargs: Dict = None):
+    """``hungarian``, or the Influencer loss (``exclusive`` / ``original`` potentials) as the criterion's
+    mask term; ``influencer_kwargs`` are :class:`InfluencerPotentials` keywords, or assigner keywords
+    (:data:`ASSIGNER_KEYS`)."""
     if name == "hungarian":
         return HungarianCriterion(NUM_CLASSES, HungarianMatcher(num_points=num_points),
                                   {"loss_ce": 2.0, "loss_mask": 5.0, "loss_dice": 5.0}, num_points=num_points)
-    formulation = {"exclusive": "exclusive", "original": "original"}[name]
-    return InfluencerCriterion(NUM_CLASSES, {"loss_ce": 2.0, "loss_influencer": 5.0}, num_points=num_points,
-                               formulation=formulation, **(influencer_kwargs or {}))
+    kwargs = dict(influencer_kwargs or {})
+    assigner = SinkhornAssigner(**{"cost_class": 0.0, "cost_mask": 0.0, "cost_dice": 0.0,
+                                   **{k: kwargs.pop(k) for k in ASSIGNER_KEYS if k in kwargs}})
+    potentials = InfluencerPotentials({"exclusive": "exclusive", "original": "original"}[name], **kwargs)
+    return InfluencerCriterion(NUM_CLASSES, {"loss_ce": 2.0, "loss_influencer": 5.0}, assigner, potentials,
+                               num_points=num_points, importance_sample_ratio=0.0)
 
 
 @torch.no_grad()
@@ -197,7 +208,7 @@ def main(argv=None) -> Dict[str, Dict[str, float]]:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--val-batches", type=int, default=8)
     parser.add_argument("--influencer", type=_kwargs, default={},
-                        help="InfluencerCriterion keywords, e.g. 'excl_weight=0.5,temperature=0.3'")
+                        help="InfluencerPotentials or SinkhornAssigner keywords, e.g. 'excl_weight=0.5,temperature=0.3'")
     parser.add_argument("--variant", type=_kwargs, action="append", default=[],
                         help="an extra exclusive arm with these keywords on top of --influencer (repeatable)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (small ops: 1 is fastest)")

@@ -138,12 +138,12 @@ class InfluencerCriterion(SetCriterionBase):
             scores = self.assigner.scores(stats.claims, stats.silence, log_odds, stats.pair_bce, stats.pair_dice)
             log_row, log_col, row_mass = plan_marginals(truth.valid, query_valid, queries_per_instance)
             plan = self.assigner(scores, log_row[:, None], log_col[:, None])[:, :, :-1].exp()
-            own = plan / row_mass[:, None, :, None]
+            own = plan / row_mass[:, None, :, None] if isinstance(row_mass, Tensor) else plan
         terms: Dict[str, Tensor] = {}
         assignment = plan.detach()  # class and objectness targets are constants, as a matching is
         if self._weighs("loss_ce"):
             terms["loss_ce"] = assignment_cross_entropy(logits, assignment, targets.labels, self.class_weight,
-                                                        query_valid)
+                                                        query_valid if layers[0].point_form else None)
         if self._weighs("loss_mask") or self._weighs("loss_dice"):
             bce, dice = owner_losses(own, stats, truth.valid)
             if self._weighs("loss_mask"):

@@ -172,7 +172,8 @@ def hard_owners(ownership: Tensor, valid: Tensor) -> Tensor:
     """
     best, owner = ownership.max(dim=-1)  # (B, L, K)
     best = best.masked_fill(~valid[:, None], -1.0)
-    chosen = F.one_hot(owner, ownership.shape[-1]).bool() & valid[:, None, :, None]  # (B, L, K, Q)
+    queries = torch.arange(ownership.shape[-1], device=ownership.device)
+    chosen = (owner[..., None] == queries) & valid[:, None, :, None]  # (B, L, K, Q); F.one_hot reads back
     strongest = torch.where(chosen, best[..., None], -1.0).amax(dim=-2, keepdim=True)  # (B, L, 1, Q)
     winners = chosen & (best[..., None] >= strongest)
     first = winners.float().argmax(dim=-2, keepdim=True)  # the first winning instance of each query
@@ -395,7 +396,7 @@ def mask_influencer_loss(
         log_row, log_col, row_mass = matching.plan_marginals(targets.valid, query_valid, queries_per_instance)
         log_plan = assigner(scores, log_row[:, None], log_col[:, None])
         plan, dustbin = log_plan[:, :, :-1].exp(), log_plan[:, :, -1].exp()
-        own = plan / row_mass[:, None, :, None]
+        own = plan / row_mass[:, None, :, None] if isinstance(row_mass, Tensor) else plan
     names = [name for name in POTENTIALS if name in potentials.weights and (exclusive or name != "exclusion")]
     terms = potentials.terms(stats, plan, own, targets, query_valid, names)
     loss = sum((potentials.weights[name] * terms[name] for name in names if potentials.weights[name]),

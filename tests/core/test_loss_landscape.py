@@ -43,3 +43,15 @@ def test_instance_points_only_forgives_a_spare_querys_background_but_not_a_dupli
     assert not is_one_to_one(spare, masks) and is_one_to_one(spare, masks, instance_points_only=True)
     assert not is_one_to_one(configs["one_duplicate"], masks, instance_points_only=True)
 
+
+
+def test_owner_losses_with_the_exclusion_reach_one_to_one_on_the_instances():
+    """Mask2Former's owner losses and the non-owners' exclusion, no background term: instances end
+    one-to-one; spare queries keep a free background. Without the exclusion nothing pushes a spare
+    query off an instance: duplicates stay."""
+    variant = dict(attr_weight=0.0, rep_weight=0.0, bg_weight=0.0, excl_weight=1.0, dice_weight=1.0, bce_weight=1.0)
+    masks = random_instance_masks(5, torch.Generator().manual_seed(0))
+    logits = optimise_free_logits(masks, 10, start="random", seed=0, steps=400, **variant)
+    assert is_one_to_one(logits, masks, instance_points_only=True)
+    free = optimise_free_logits(masks, 10, start="random", seed=0, steps=400, **(variant | {"excl_weight": 0.0}))
+    assert not is_one_to_one(free, masks, instance_points_only=True)
