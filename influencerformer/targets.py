@@ -12,7 +12,6 @@ import math
 from typing import List, Mapping, NamedTuple, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 DEFAULT_PAD_TO = 8
@@ -87,25 +86,27 @@ def pad_targets(targets: Sequence[Mapping], point_form: bool, mask_shapes: Optio
             raise ValueError(f"dense GT masks of one batch must share one (H, W) (pad them to the batch's "
                              f"padded image size, as the meta-architecture does); got {sorted(sizes)}")
     counts = [int(t["labels"].shape[0]) for t in targets]
-
-    def as_float(masks: Tensor) -> Tensor:  # bool / integer masks to float32; float64 stays (tests)
-        return masks if masks.is_floating_point() else masks.float()
-
     k_pad = padded_size(max(counts), pad_to)
     device = targets[0]["masks"].device
-    labels = torch.stack([F.pad(t["labels"].long(), (0, k_pad - k)) for t, k in zip(targets, counts)])
-    slots = torch.arange(k_pad, device=device)
-    present = slots[None, :] < torch.tensor(counts, device=device)[:, None]
+    # one allocation per field and one copy per image (it converts bool masks too)
+    labels = torch.zeros(len(targets), k_pad, dtype=torch.long, device=device)
     if point_form:
         num_points = [shape[-1] for shape in mask_shapes]
-        p_pad = max(num_points)
-        masks = torch.stack([F.pad(as_float(t["masks"]), (0, p_pad - t["masks"].shape[1], 0, k_pad - k))
-                             for t, k in zip(targets, counts)])
-        point_valid = torch.arange(p_pad, device=device)[None, :] < torch.tensor(num_points, device=device)[:, None]
+        size: tuple = (max(num_points),)
     else:
-        masks = torch.stack([F.pad(as_float(t["masks"]), (0, 0, 0, 0, 0, k_pad - k)) for t, k in zip(targets, counts)])
+        size = tuple(targets[0]["masks"].shape[-2:])
+    dtype = torch.float64 if any(t["masks"].dtype == torch.float64 for t in targets) else torch.float32
+    masks = torch.zeros(len(targets), k_pad, *size, dtype=dtype, device=device)
+    for b, (tgt, k) in enumerate(zip(targets, counts)):
+        if k:
+            labels[b, :k] = tgt["labels"]
+            masks[b, :k, ..., : tgt["masks"].shape[-1]] = tgt["masks"]
+    present = torch.arange(k_pad, device=device)[None, :] < torch.tensor(counts, device=device)[:, None]
+    if point_form:
+        point_valid = torch.arange(size[0], device=device)[None, :] < torch.tensor(num_points, device=device)[:, None]
+    else:
         point_valid = present.new_zeros(len(targets), 0)
-    return PaddedTargets(labels.to(device), masks, present, point_valid)
+    return PaddedTargets(labels, masks, present, point_valid)
 
 
 def check_target_values(targets: Sequence[Mapping], num_classes: int) -> None:

@@ -170,7 +170,9 @@ def count_ops_and_syncs(fn) -> Dict[str, int]:
     events = _profile(fn)
     ops = sum(1 for event in events if event.name.startswith("aten::") and event.name not in NO_KERNEL_OPS
               and not any(child.name.startswith("aten::") for child in event.cpu_children))
-    return {"ops": ops, "syncs": sum(1 for event in events if event.name in SYNC_OPS)}
+    syncs = sum(1 for event in events if event.name in SYNC_OPS  # once per read, not per nested operator
+                and not any(child.name in SYNC_OPS for child in event.cpu_children))
+    return {"ops": ops, "syncs": syncs}
 
 
 class ModuleTimer:

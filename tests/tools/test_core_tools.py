@@ -10,7 +10,7 @@ def test_benchmark_writes_table_and_json(tmp_path, capsys):
     benchmark_criterion.main(["--queries", "8", "--instances", "2", "--points", "256", "--layers", "1",
                               "--image-size", "64", "--repeats", "1", "--warmup", "0"])
     printed = capsys.readouterr().out
-    assert printed.count("Q=12") == 1 and printed.count("Q=8 ") == 1
+    assert printed.count("Q=12") == 3 and printed.count("Q=8 ") == 3  # a row per criterion
     data = json.loads(out.read_text())
     assert {"date", "commit", "torch", "cpu_count"} <= set(data["machine"])
     (record,) = data["records"]
@@ -20,6 +20,17 @@ def test_benchmark_writes_table_and_json(tmp_path, capsys):
     assert res["hungarian"]["matcher_ms"] > 0 and res["hungarian"]["matcher_ms"] <= res["hungarian"]["ms"]
     ratio = res["influencer"]["time_ratio_vs_hungarian"]
     assert abs(ratio - res["influencer"]["ms"] / res["hungarian"]["ms"]) < 1e-9
+    # the matcher-free criteria read nothing back to the host
+    assert res["influencer"]["syncs"] == 0 and res["influencer_original"]["syncs"] == 0
+    assert res["influencer"]["ops"] > 50
+
+
+def test_host_sync_count_sees_a_read_back():
+    import torch
+    a = torch.arange(4.0)
+    assert benchmark_criterion.count_ops_and_syncs(lambda: a.sum().item())["syncs"] == 1
+    assert benchmark_criterion.count_ops_and_syncs(lambda: a.nonzero())["syncs"] == 1
+    assert benchmark_criterion.count_ops_and_syncs(lambda: a * 2)["syncs"] == 0
 
 
 def test_benchmark_skips_configurations_over_the_memory_cap(capsys):
