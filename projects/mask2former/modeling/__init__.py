@@ -1,6 +1,5 @@
 """Pure-PyTorch Mask2Former modules (no detectron2 import here; meta_arch.py is separate)."""
 
-from .heads import Mask2FormerHeads, build_mask2former_heads
 from .ms_deform_attn import MSDeformAttn, ms_deform_attn
 from .pixel_decoder import MSDeformAttnPixelDecoder
 from .position_encoding import PositionEmbeddingSine
@@ -10,10 +9,8 @@ from .transformer_decoder import MultiScaleMaskedTransformerDecoder
 __all__ = [
     "MSDeformAttn",
     "MSDeformAttnPixelDecoder",
-    "Mask2FormerHeads",
     "MultiScaleMaskedTransformerDecoder",
     "PositionEmbeddingSine",
-    "build_mask2former_heads",
     "instance_inference",
     "masks_to_boxes_xyxy",
     "ms_deform_attn",
