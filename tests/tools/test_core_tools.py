@@ -78,3 +78,24 @@ def test_loss_landscape_writes_its_grid_and_the_torch_build(tmp_path, capsys):
         assert [(r["K"], r["Q"]) for r in rows] == [(k, q) for k in (1, 5, 20) for q in sorted({k, 2 * k, 100})]
         assert all(0 <= r["random"] <= 1 and 0 <= r["symmetric"] <= 1 for r in rows)
     assert "| defaults | all |" in capsys.readouterr().out
+
+
+def test_gpu_report_runs_end_to_end_and_never_overwrites(tmp_path, capsys):
+    """--quick on the CPU: the criterion part runs (compiled too), the detectron2 parts run or say
+    why not, and both files are written; a second run into the same folder refuses."""
+    import pytest
+
+    from tools import gpu_report
+    report = gpu_report.main(["--out", str(tmp_path), "--quick", "--device", "cpu", "--train-iters", "2"])
+    criterion = report["parts"]["criterion"]
+    assert criterion["status"] == 0, criterion["output_tail"]
+    (record,) = criterion["records"]
+    assert {"hungarian", "influencer", "influencer_compiled"} <= set(record["results"])
+    assert record["results"]["influencer"]["syncs"] == 0
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["parts"]["criterion"]["records"] == criterion["records"]
+    text = (tmp_path / "report.md").read_text()
+    assert "| influencer_compiled |" in text and "commit" in text
+    with pytest.raises(SystemExit):
+        gpu_report.main(["--out", str(tmp_path), "--quick", "--device", "cpu"])
+    assert "exists" in capsys.readouterr().err
