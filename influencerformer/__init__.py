@@ -2,4 +2,4 @@
 
 The package imports with torch, numpy and scipy only; framework adapters live in ``projects/``.
 """
-__version__ = "0.3.0"
+__version__ = "0.4.0"
