@@ -14,6 +14,11 @@ from torch import Tensor
 from influencerformer.criterion.base import mask_iou
 
 
+def query_objectness(class_logits: Tensor) -> Tensor:
+    """(..., Q, C + 1) class logits -> detached (..., Q) ``1 - p_q(no object)``."""
+    return 1.0 - torch.softmax(class_logits.detach().float(), dim=-1)[..., -1]
+
+
 def owners(assignment: Tensor) -> Tensor:
     """(K, Q) assignment -> (K,) owner query of each instance (its largest entry)."""
     if assignment.shape[0] == 0:

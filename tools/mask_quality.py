@@ -153,7 +153,7 @@ def run_rows(run_dir: Path, checkpoint: str, inputs: List[Dict], confident: floa
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.config import LazyConfig, instantiate
 
-    from influencerformer.criterion import query_objectness
+    from influencerformer.diagnostics import query_objectness
     from projects.mask2former.hooks import probe_grid_size, probe_point_masks
 
     cfg = LazyConfig.load(str(run_dir / "config.yaml"))

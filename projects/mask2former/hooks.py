@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
-from influencerformer.criterion import query_objectness
+from influencerformer.diagnostics import query_objectness
 from influencerformer.diagnostics import assignment_diagnostics, owners_of
 
 PREFIX = "diag/"

@@ -132,3 +132,31 @@ def test_rejects_wrong_number_of_levels():
     levels, mask_features = _inputs()
     with pytest.raises(ValueError):
         decoder(levels[:2], mask_features)
+
+
+def test_one_to_many_group_trains_beside_the_one_to_one_queries_and_vanishes_at_inference():
+    """H-DETR's hybrid group: in training the extra queries come back under "one_to_many" for every
+    layer; they cannot change the one-to-one predictions (no attention across the groups), and in
+    evaluation mode the decoder is the plain one, with the same weights and outputs."""
+    plain = _tiny_decoder(dec_layers=3)
+    hybrid = _tiny_decoder(dec_layers=3, num_queries_one_to_many=7)
+    hybrid.load_state_dict(plain.state_dict(), strict=False)  # the group's tables are its own
+    inputs = _inputs()
+    hybrid.train()
+    out = hybrid(*inputs)
+    group = out["one_to_many"]
+    assert group["pred_logits"].shape == (2, 7, CLASSES + 1) and group["pred_masks"].shape == (2, 7, *MASK_SIZE)
+    assert len(group["aux_outputs"]) == 3 and out["pred_logits"].shape == (2, QUERIES, CLASSES + 1)
+    plain.train()
+    reference = plain(*inputs)
+    for a, b in zip([out] + out["aux_outputs"], [reference] + reference["aux_outputs"]):
+        assert torch.allclose(a["pred_logits"], b["pred_logits"], atol=1e-5)
+        assert torch.allclose(a["pred_masks"], b["pred_masks"], atol=1e-5)
+    # the group's queries do feel the image: their predictions differ from each other
+    assert (group["pred_masks"][:, 0] - group["pred_masks"][:, 1]).abs().max() > 1e-3
+    hybrid.eval()
+    evaluated = hybrid(*inputs)
+    assert "one_to_many" not in evaluated and evaluated["pred_logits"].shape == (2, QUERIES, CLASSES + 1)
+    assert not any(k.startswith("query_feat_one_to_many") for k in plain.state_dict())
+    with pytest.raises(ValueError, match="num_queries_one_to_many"):
+        _tiny_decoder(num_queries_one_to_many=-1)

@@ -51,6 +51,7 @@ class InstanceMask2Former(nn.Module):
         test_topk_per_image: int = 100,
         backbone_features: Sequence[str] = ("res2", "res3", "res4", "res5"),
         test_mask_nms_threshold: Optional[float] = None,
+        criterion_one_to_many=None,
     ):
         """
         Args:
@@ -69,21 +70,30 @@ class InstanceMask2Former(nn.Module):
             test_mask_nms_threshold: None (Mask2Former's inference) or an IoU at which the
                 test-time instances are thinned by class-aware mask NMS -- a diagnostic of how
                 much AP a criterion owes to near-duplicate predictions.
+            criterion_one_to_many: the criterion of the decoder's one-to-many query group
+                (``transformer_decoder.num_queries_one_to_many > 0``, training only), one that gives
+                each instance several queries; its weighted terms are added as ``<name>_one_to_many``.
         """
         super().__init__()
         self.backbone = backbone
         self.pixel_decoder = pixel_decoder
         self.transformer_decoder = transformer_decoder
         self.criterion = criterion
+        self.criterion_one_to_many = criterion_one_to_many
         self.num_classes = int(num_classes)
+        group = getattr(transformer_decoder, "num_queries_one_to_many", 0)
+        if bool(group) != (criterion_one_to_many is not None):
+            raise ValueError(f"transformer_decoder has num_queries_one_to_many={group} but criterion_one_to_many is "
+                             f"{'missing' if criterion_one_to_many is None else 'given'}: they go together")
         decoder_classes = getattr(transformer_decoder, "num_classes", self.num_classes)
         if decoder_classes != self.num_classes:
             raise ValueError(
                 f"transformer_decoder predicts {decoder_classes} classes but num_classes={self.num_classes}"
             )
-        criterion_classes = getattr(criterion, "num_classes", self.num_classes)
-        if criterion is not None and criterion_classes != self.num_classes:
-            raise ValueError(f"criterion has num_classes={criterion_classes} but the model has {self.num_classes}")
+        for name, crit in (("criterion", criterion), ("criterion_one_to_many", criterion_one_to_many)):
+            criterion_classes = getattr(crit, "num_classes", self.num_classes)
+            if crit is not None and criterion_classes != self.num_classes:
+                raise ValueError(f"{name} has num_classes={criterion_classes} but the model has {self.num_classes}")
         self.backbone_features = list(backbone_features)
         if size_divisibility <= 0:
             size_divisibility = backbone.size_divisibility
@@ -142,11 +152,16 @@ class InstanceMask2Former(nn.Module):
             if self.criterion is None:
                 raise RuntimeError("this model was built without a criterion and cannot be trained")
             targets = self.prepare_targets(batched_inputs, images)
-            return self.weigh_losses(self.criterion(outputs, targets))
+            losses = self.weigh_losses(self.criterion(outputs, targets))
+            if self.criterion_one_to_many is not None:
+                extra = self.weigh_losses(self.criterion_one_to_many(outputs["one_to_many"], targets),
+                                          self.criterion_one_to_many)
+                losses.update({f"{name}_one_to_many": value for name, value in extra.items()})
+            return losses
         return self.postprocess(outputs, batched_inputs, images)
 
-    def weigh_losses(self, losses: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        weights = self.criterion.weight_dict
+    def weigh_losses(self, losses: Dict[str, torch.Tensor], criterion=None) -> Dict[str, torch.Tensor]:
+        weights = (criterion or self.criterion).weight_dict
         weighted, unweighted = {}, {}
         for name, value in losses.items():
             if name in weights:

@@ -26,11 +26,13 @@ class SelfAttentionLayer(nn.Module):
         self.pre_norm = pre_norm
         _xavier_init_matrices(self)
 
-    def forward(self, queries: torch.Tensor, query_pos: torch.Tensor) -> torch.Tensor:
-        """queries, query_pos: (B, Q, C). Returns (B, Q, C)."""
+    def forward(self, queries: torch.Tensor, query_pos: torch.Tensor,
+                blocked: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """queries, query_pos: (B, Q, C); blocked: (Q, Q) bool, True where a query may NOT attend.
+        Returns (B, Q, C)."""
         normed = self.norm(queries) if self.pre_norm else queries
         q = k = normed + query_pos
-        attended = self.attn(q, k, value=normed, need_weights=False)[0]
+        attended = self.attn(q, k, value=normed, attn_mask=blocked, need_weights=False)[0]
         queries = queries + self.dropout(attended)
         return queries if self.pre_norm else self.norm(queries)
 
@@ -104,7 +106,14 @@ class MLP(nn.Module):
 class MultiScaleMaskedTransformerDecoder(nn.Module):
     """Learned queries refined by ``dec_layers`` layers (masked cross-attn -> self-attn -> FFN),
     cycling over the feature levels coarsest first. Predictions are made before the first layer
-    and after every layer, giving ``dec_layers + 1`` supervised outputs."""
+    and after every layer, giving ``dec_layers + 1`` supervised outputs.
+
+    ``num_queries_one_to_many > 0`` adds a second group of learned queries for training only
+    (H-DETR's hybrid scheme): they run through the same layers and heads, the two groups cannot
+    attend to each other in self-attention, and their predictions come back under
+    ``outputs["one_to_many"]`` for a criterion that gives each instance several queries. In
+    evaluation mode only the ``num_queries`` one-to-one queries exist.
+    """
 
     def __init__(
         self,
@@ -120,10 +129,14 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         enforce_input_projection: bool = False,
         num_feature_levels: int = 3,
         dropout: float = 0.0,
+        num_queries_one_to_many: int = 0,
     ):
         super().__init__()
+        if num_queries_one_to_many < 0:
+            raise ValueError(f"num_queries_one_to_many must be >= 0; got {num_queries_one_to_many}")
         self.num_classes = num_classes
         self.num_queries = num_queries
+        self.num_queries_one_to_many = num_queries_one_to_many
         self.num_heads = nheads
         self.num_layers = dec_layers
         self.num_feature_levels = num_feature_levels
@@ -142,6 +155,9 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
 
         self.query_feat = nn.Embedding(num_queries, hidden_dim)  # initial query content
         self.query_embed = nn.Embedding(num_queries, hidden_dim)  # query positional embedding
+        if num_queries_one_to_many:  # separate tables: a hybrid-trained checkpoint serves a plain model
+            self.query_feat_one_to_many = nn.Embedding(num_queries_one_to_many, hidden_dim)
+            self.query_embed_one_to_many = nn.Embedding(num_queries_one_to_many, hidden_dim)
         self.level_embed = nn.Embedding(num_feature_levels, hidden_dim)
 
         self.input_proj = nn.ModuleList()
@@ -188,7 +204,8 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         resolution first; mask_features: (B, mask_dim, H/4, W/4).
 
         Returns {"pred_logits": (B, Q, C+1), "pred_masks": (B, Q, H/4, W/4),
-        "aux_outputs": dec_layers dicts with the same two keys, earliest first}."""
+        "aux_outputs": dec_layers dicts with the same two keys, earliest first}, and in training
+        with a one-to-many group ``"one_to_many"``: the same structure for its queries."""
         if len(multi_scale_features) != self.num_feature_levels:
             raise ValueError(
                 f"expected {self.num_feature_levels} feature levels, got {len(multi_scale_features)}"
@@ -202,8 +219,15 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             projected = self.input_proj[level](features).flatten(2).transpose(1, 2)
             memories.append(projected + self.level_embed.weight[level][None, None, :])
 
-        query_pos = self.query_embed.weight.unsqueeze(0).expand(batch, -1, -1)  # (B, Q, C)
-        queries = self.query_feat.weight.unsqueeze(0).expand(batch, -1, -1)
+        query_feat, query_embed, groups_blocked = self.query_feat.weight, self.query_embed.weight, None
+        hybrid = self.training and self.num_queries_one_to_many > 0
+        if hybrid:
+            query_feat = torch.cat([query_feat, self.query_feat_one_to_many.weight])
+            query_embed = torch.cat([query_embed, self.query_embed_one_to_many.weight])
+            in_group = torch.arange(query_feat.shape[0], device=query_feat.device) >= self.num_queries
+            groups_blocked = in_group[:, None] != in_group[None, :]  # (Q_all, Q_all): no attention across groups
+        query_pos = query_embed.unsqueeze(0).expand(batch, -1, -1)  # (B, Q, C)
+        queries = query_feat.unsqueeze(0).expand(batch, -1, -1)
 
         class_logits, mask_logits, blocked = self.prediction_heads(queries, mask_features, level_sizes[0])
         predictions = [(class_logits, mask_logits)]
@@ -212,13 +236,22 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             queries = self.cross_attention_layers[layer_index](
                 queries, memories[level], query_pos, memory_pos[level], blocked
             )
-            queries = self.self_attention_layers[layer_index](queries, query_pos)
+            queries = self.self_attention_layers[layer_index](queries, query_pos, groups_blocked)
             queries = self.ffn_layers[layer_index](queries)
             is_last = layer_index == self.num_layers - 1
             next_size = None if is_last else level_sizes[(layer_index + 1) % self.num_feature_levels]
             class_logits, mask_logits, blocked = self.prediction_heads(queries, mask_features, next_size)
             predictions.append((class_logits, mask_logits))
 
+        outputs = self._outputs([(logits[:, : self.num_queries], masks[:, : self.num_queries])
+                                 for logits, masks in predictions])
+        if hybrid:
+            outputs["one_to_many"] = self._outputs([(logits[:, self.num_queries:], masks[:, self.num_queries:])
+                                                    for logits, masks in predictions])
+        return outputs
+
+    @staticmethod
+    def _outputs(predictions: List[Tuple[torch.Tensor, torch.Tensor]]) -> Dict[str, object]:
         final_logits, final_masks = predictions[-1]
         return {
             "pred_logits": final_logits,
