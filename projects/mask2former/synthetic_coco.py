@@ -25,7 +25,7 @@ into place, so ``ROOT`` is either absent or complete.  An existing ``ROOT`` is
 never replaced unless ``force=True`` (``--force`` on the command line).
 
 The sample generation (:func:`generate_sample`, :func:`rle_encode`) needs only
-numpy; writing PNGs needs Pillow.  Command line::
+numpy; writing PNGs needs Pillow.  Command line (from a checkout, or ``python -m`` this module)::
 
     python datasets/synthetic_coco.py --root datasets/synthetic_coco [--force]
 """
@@ -51,6 +51,9 @@ __all__ = [
     "build_split",
     "write_dataset",
     "is_complete",
+    "CorruptDatasetError",
+    "check_files",
+    "regenerate_command",
     "ensure_dataset",
     "annotation_file",
     "image_dir",
@@ -306,16 +309,18 @@ def _bbox(mask: np.ndarray) -> List[float]:
     return [float(x0), float(y0), float(xs.max() - x0 + 1), float(ys.max() - y0 + 1)]
 
 
-def build_split(spec: SyntheticCocoSpec, split: str, image_writer=None) -> Dict:
+def build_split(spec: SyntheticCocoSpec, split: str, image_writer=None, progress=None) -> Dict:
     """Generate one split; returns the COCO dict.
 
     ``image_writer(file_name, image)`` is called for each image (``file_name``
     relative to the split's image folder); pass None to skip writing images.
+    ``progress(done, total)`` is called after each image.
     """
     split_index = SPLITS.index(split)
     images, annotations = [], []
     ann_id = 1
-    for idx in range(spec.num_images(split)):
+    total = spec.num_images(split)
+    for idx in range(total):
         rng = np.random.default_rng([spec.seed, split_index, idx])
         image, objects = generate_sample(rng, spec)
         file_name = f"{idx:06d}.png"
@@ -338,6 +343,8 @@ def build_split(spec: SyntheticCocoSpec, split: str, image_writer=None) -> Dict:
                 }
             )
             ann_id += 1
+        if progress is not None:
+            progress(idx + 1, total)
     return {
         "info": {
             "description": f"InfluencerFormer synthetic shapes, {split} split",
@@ -379,10 +386,23 @@ def _png_writer(folder: str):
     return write
 
 
-def write_dataset(root: str, spec: Optional[SyntheticCocoSpec] = None, force: bool = False) -> str:
+def _stderr_progress(root: str, split: str, steps: int = 10):
+    """Progress lines on stderr (detectron2 leaves most loggers unconfigured, and generating
+    the default dataset takes ~20 s)."""
+    def report(done: int, total: int) -> None:
+        if done == total or done % max(1, total // steps) == 0:
+            print(f"synthetic_coco: {split} {done}/{total} images -> {root}", file=sys.stderr, flush=True)
+
+    return report
+
+
+def write_dataset(
+    root: str, spec: Optional[SyntheticCocoSpec] = None, force: bool = False, progress: bool = True
+) -> str:
     """Generate the dataset into ``root`` atomically; returns ``root``.
 
-    Raises FileExistsError if ``root`` exists and ``force`` is False.
+    Raises FileExistsError if ``root`` exists and ``force`` is False. ``progress``
+    prints a line on stderr every tenth of each split.
     """
     spec = spec or SyntheticCocoSpec()
     root = os.path.abspath(root)
@@ -396,7 +416,8 @@ def write_dataset(root: str, spec: Optional[SyntheticCocoSpec] = None, force: bo
         for split in SPLITS:
             folder = image_dir(tmp, split)
             os.makedirs(folder)
-            coco = build_split(spec, split, _png_writer(folder))
+            report = _stderr_progress(root, split) if progress else None
+            coco = build_split(spec, split, _png_writer(folder), report)
             with open(annotation_file(tmp, split), "w") as f:
                 json.dump(coco, f)
         with open(os.path.join(tmp, "generator.json"), "w") as f:
@@ -425,23 +446,70 @@ def _move_into_place(tmp: str, root: str, force: bool) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+class CorruptDatasetError(ValueError):
+    """A file of a generated dataset cannot be read (e.g. truncated by an interrupted copy)."""
+
+
+def regenerate_command(root: str) -> str:
+    """The command line that regenerates the dataset under ``root``."""
+    wrapper = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                           "datasets", "synthetic_coco.py")
+    if os.path.isfile(wrapper):  # a checkout
+        return f"python {wrapper} --root {root} --force"
+    module = __spec__.name if __spec__ is not None else "projects.mask2former.synthetic_coco"
+    return f"python -m {module} --root {root} --force"
+
+
+def _read_json(path: str, root: str):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CorruptDatasetError(
+            f"{path} is damaged ({type(e).__name__}: {e}); regenerate the synthetic dataset with: "
+            f"{regenerate_command(root)}"
+        ) from None
+
+
+# (path, size, mtime) of the files check_files has read, so each is parsed once per process
+_CHECKED = set()
+
+
+def check_files(root: str) -> None:
+    """Raise :class:`CorruptDatasetError` naming the file and the command that regenerates
+    the dataset when ``generator.json`` or an annotation file is not what the generator wrote."""
+    root = os.path.abspath(root)
+    expected = {os.path.join(root, "generator.json"): {"format_version"}}
+    expected.update({annotation_file(root, s): {"images", "annotations", "categories"} for s in SPLITS})
+    for path, keys in expected.items():
+        stat = os.stat(path)
+        key = (path, stat.st_size, stat.st_mtime_ns)
+        if key in _CHECKED:
+            continue
+        data = _read_json(path, root)
+        if not isinstance(data, dict) or not keys <= set(data):
+            raise CorruptDatasetError(
+                f"{path} lacks {sorted(keys)}: it was not written by this generator; regenerate the "
+                f"synthetic dataset with: {regenerate_command(root)}"
+            )
+        _CHECKED.add(key)
+
+
 def read_spec(root: str) -> SyntheticCocoSpec:
-    with open(os.path.join(root, "generator.json")) as f:
-        data = json.load(f)
+    data = _read_json(os.path.join(root, "generator.json"), root)
     data.pop("format_version", None)
     return SyntheticCocoSpec(**data)
 
 
 def _warn_if_different(root: str, spec: SyntheticCocoSpec) -> None:
-    with open(os.path.join(root, "generator.json")) as f:
-        stored = json.load(f)
+    stored = _read_json(os.path.join(root, "generator.json"), root)
     version = stored.pop("format_version", None)
     wanted = asdict(spec)
     if version != FORMAT_VERSION or any(stored.get(k) != v for k, v in wanted.items()):
         warnings.warn(
             f"using the synthetic dataset in {root}, generated with {stored} (format {version}); "
             f"the current generator would write {wanted} (format {FORMAT_VERSION}). "
-            f"Regenerate with: python {__file__} --root {root} --force"
+            f"Regenerate with: {regenerate_command(root)}"
         )
 
 
@@ -449,17 +517,19 @@ def ensure_dataset(root: str, spec: Optional[SyntheticCocoSpec] = None) -> str:
     """Generate the dataset under ``root`` unless a complete one is already there.
 
     Safe when several processes call it at once: each writes its own temporary
-    folder, the first rename wins and the others discard their copy.
+    folder, the first rename wins and the others discard their copy. An existing
+    dataset whose files do not parse raises :class:`CorruptDatasetError`.
     """
     root = os.path.abspath(root)
     if is_complete(root):
+        check_files(root)
         _warn_if_different(root, spec or SyntheticCocoSpec())
         return root
     if os.path.lexists(root):
         raise FileExistsError(
             f"{root} exists but is not a complete synthetic dataset "
             f"(expected generator.json and annotations/instances_{{train,val}}.json); "
-            f"delete it or regenerate with: python {__file__} --root {root} --force"
+            f"delete it or regenerate with: {regenerate_command(root)}"
         )
     try:
         write_dataset(root, spec, force=False)
