@@ -14,9 +14,10 @@ import difflib
 import glob
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Iterable, List, Optional, Tuple
+
+from ..atomic_files import atomic_write
 
 try:
     from detectron2.utils.events import EventWriter as _EventWriter
@@ -144,20 +145,8 @@ def check_output_dir(output_dir: str, resume: bool, overwrite: bool, eval_only: 
 # atomic files
 # ----------------------------------------------------------------------------
 def atomic_write_text(path: str, text: str) -> None:
-    """Write ``text`` to a temporary file next to ``path``, then rename it over ``path``:
-    readers see the old file or the new one, never a half-written one."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Write ``text`` to a temporary file next to ``path``, then rename it over ``path``."""
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 class AtomicJSONWriter(_EventWriter):

@@ -27,12 +27,13 @@ import argparse
 import os
 import pickle
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from ..atomic_files import atomic_write as _atomic_write
 
 CLASSES = ("ceiling", "floor", "wall", "beam", "column", "window", "door",
            "table", "chair", "sofa", "bookcase", "board", "clutter")
@@ -451,22 +452,6 @@ def seg_info(semantic_masks: Sequence[np.ndarray], num_points: int = 4096) -> Tu
 # ------------------------------------------------------------------------------------------
 class UsageError(ValueError):
     """Invalid generator arguments."""
-
-
-def _atomic_write(path: Path, write) -> None:
-    """``write(fileobj)`` into a temporary file next to ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def room_names(area: int, rooms_per_area: int) -> List[str]:
