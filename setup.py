@@ -15,10 +15,16 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.9",
-    packages=find_packages(include=["influencerformer", "influencerformer.*", "projects", "projects.*"]),
+    # projects/ (detectron2 and mmengine adapters, the synthetic data generators) installs as
+    # influencerformer_projects: "projects" is too generic a top-level name to claim. From a
+    # checkout it is still imported as projects.* (configs, tools/, mmengine custom_imports).
+    packages=find_packages(include=["influencerformer", "influencerformer.*"])
+    + [f"influencerformer_projects{p[len('projects'):]}" for p in find_packages(include=["projects", "projects.*"])],
+    package_dir={"influencerformer_projects": "projects"},
     install_requires=["torch>=2.0", "numpy", "scipy"],
     extras_require={
-        "dev": ["pytest>=7", "matplotlib"],
+        # setuptools: tests/test_packaging.py builds the wheel without build isolation
+        "dev": ["pytest>=7", "matplotlib", "pycocotools", "setuptools>=70.1"],
         # detectron2 is not on the package registry: it installs from its official source.
         "d2": ["detectron2 @ git+https://github.com/facebookresearch/detectron2.git",
                "pycocotools", "fvcore", "opencv-python", "matplotlib"],

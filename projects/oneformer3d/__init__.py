@@ -5,9 +5,9 @@ in an mmengine config) registers :class:`OneFormer3DInfluencerCriterion` as
 ``InfluencerCriterion`` in mmdet3d's ``MODELS`` registry when mmdet3d is importable. Without
 mmdet3d the class is still usable directly; ``REGISTRATION_ERROR`` says why it is unregistered.
 """
-from projects.oneformer3d.criterion import OneFormer3DInfluencerCriterion
-from projects.oneformer3d import registration
-from projects.oneformer3d.registration import REGISTERED_NAME, is_registered, register
+from .criterion import OneFormer3DInfluencerCriterion
+from . import registration
+from .registration import REGISTERED_NAME, is_registered, register
 
 
 def registration_error():

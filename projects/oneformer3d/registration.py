@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from projects.oneformer3d.criterion import OneFormer3DInfluencerCriterion
+from .criterion import OneFormer3DInfluencerCriterion
 
 #: The ``type`` used in OneFormer3D configs.
 REGISTERED_NAME = "InfluencerCriterion"

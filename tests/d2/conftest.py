@@ -3,7 +3,6 @@
 Modules here that need detectron2 call ``pytest.importorskip("detectron2")`` at the top,
 so they skip where it is not installed; this file imports nothing beyond pytest/stdlib.
 """
-import importlib.util
 import os
 import sys
 
@@ -18,15 +17,10 @@ TINY_SPEC = dict(num_train=16, num_val=8, image_size=64, max_objects=4, seed=7)
 
 
 def load_generator():
-    """datasets/synthetic_coco.py, loaded by path (``datasets`` is not a package)."""
-    name = "influencerformer_synthetic_coco"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO_ROOT, "datasets", "synthetic_coco.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    """The synthetic dataset generator (needs numpy only)."""
+    from projects.mask2former import synthetic_coco
+
+    return synthetic_coco
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +29,7 @@ def tiny_synthetic_root(tmp_path_factory):
     pytest.importorskip("PIL")
     gen = load_generator()
     root = str(tmp_path_factory.mktemp("synthetic") / "synthetic_coco")
-    gen.write_dataset(root, gen.SyntheticCocoSpec(**TINY_SPEC))
+    gen.write_dataset(root, gen.SyntheticCocoSpec(**TINY_SPEC), progress=False)
     return root
 
 

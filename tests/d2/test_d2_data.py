@@ -42,6 +42,25 @@ def test_synthetic_generated_on_first_use(tmp_path):
         register_synthetic_coco()
 
 
+def test_damaged_annotation_file_names_itself_and_the_fix(tmp_path, capfd):
+    from projects.mask2former.data import register_synthetic_coco, synthetic_generator
+
+    gen = synthetic_generator()
+    root = tmp_path / "damaged"
+    try:
+        register_synthetic_coco(str(root), gen.SyntheticCocoSpec(num_train=3, num_val=2, image_size=32))
+        DatasetCatalog.get("synthetic_coco_val")  # generated here, with progress on stderr
+        assert "synthetic_coco: val 2/2 images" in capfd.readouterr().err
+        annotations = root / "annotations" / "instances_val.json"
+        annotations.write_text(annotations.read_text()[:200])  # an interrupted copy
+        with pytest.raises(gen.CorruptDatasetError) as err:
+            DatasetCatalog.get("synthetic_coco_val")
+        message = str(err.value)
+        assert str(annotations) in message and "--force" in message and f"--root {root}" in message
+    finally:
+        register_synthetic_coco()
+
+
 def test_lsj_mapper(synthetic_registered):
     d = DatasetCatalog.get("synthetic_coco_train")[0]
     n_ann = len(d["annotations"])

@@ -156,3 +156,38 @@ def test_colour_follows_category_with_class_hue_prob():
             hue = colorsys.rgb_to_hsv(r, g, b)[0]
             centre = k / len(gen.CATEGORIES)
             assert min(abs(hue - centre), 1 - abs(hue - centre)) < 0.15
+
+
+def test_generation_prints_progress_on_stderr(tmp_path, capsys):
+    pytest.importorskip("PIL")
+    gen.write_dataset(str(tmp_path / "d"), gen.SyntheticCocoSpec(num_train=20, num_val=3, image_size=16))
+    err = capsys.readouterr().err.splitlines()
+    assert [line for line in err if " train " in line][-1].startswith("synthetic_coco: train 20/20 images")
+    assert sum(" train " in line for line in err) == 10  # every tenth of the split
+    assert any(line.startswith("synthetic_coco: val 3/3 images") for line in err)
+    gen.write_dataset(str(tmp_path / "quiet"), gen.SyntheticCocoSpec(num_train=2, num_val=1, image_size=16),
+                      progress=False)
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("damage", ["truncate", "not_coco"])
+def test_damaged_files_raise_naming_the_file_and_the_command(tmp_path, damage):
+    pytest.importorskip("PIL")
+    root = str(tmp_path / "d")
+    spec = gen.SyntheticCocoSpec(num_train=2, num_val=1, image_size=16)
+    gen.write_dataset(root, spec, progress=False)
+    gen.ensure_dataset(root, spec)  # intact: fine
+    path = gen.annotation_file(root, "train")
+    with open(path) as f:
+        text = f.read()
+    with open(path, "w") as f:
+        f.write(text[: len(text) // 2] if damage == "truncate" else "[1, 2]")
+    with pytest.raises(gen.CorruptDatasetError) as err:
+        gen.ensure_dataset(root, spec)
+    message = str(err.value)
+    assert path in message and f"--root {root} --force" in message
+    assert "datasets/synthetic_coco.py" in message  # the checkout's command line
+    with open(os.path.join(root, "generator.json"), "w") as f:
+        f.write("{")
+    with pytest.raises(gen.CorruptDatasetError, match="generator.json"):
+        gen.read_spec(root)

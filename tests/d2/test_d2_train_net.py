@@ -24,11 +24,11 @@ SMALL = [
 DIAG_KEYS = {"diag/unique_best_share", "diag/multi_claim_share", "diag/owner_iou", "diag/duplicate_share"}
 
 
-def run(args, root, timeout=600):
-    env = dict(os.environ, INFLUENCERFORMER_SYNTHETIC_ROOT=root, OMP_NUM_THREADS="1")
+def run(args, root, timeout=600, expect_rc=0, env_extra=None):
+    env = dict(os.environ, INFLUENCERFORMER_SYNTHETIC_ROOT=root, OMP_NUM_THREADS="1", **(env_extra or {}))
     cmd = [sys.executable, os.path.join(REPO_ROOT, "tools", "train_net.py")] + args
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    assert proc.returncode == expect_rc, proc.stdout[-3000:] + proc.stderr[-6000:]
     return proc.stdout + proc.stderr
 
 
@@ -37,7 +37,7 @@ def metrics(out_dir):
         return [json.loads(line) for line in f if line.strip()]
 
 
-@pytest.mark.parametrize("criterion", ["hungarian"])
+@pytest.mark.parametrize("criterion", ["hungarian", "influencer"])
 def test_train_resume_eval(criterion, tiny_synthetic_root, tmp_path):
     out = str(tmp_path / "out")
     base = ["--config-file", f"configs/synthetic/{criterion}.py"] + SMALL + [
@@ -63,11 +63,22 @@ def test_train_resume_eval(criterion, tiny_synthetic_root, tmp_path):
     assert all(0.0 <= diag[i][k] <= 1.0 for i in diag for k in DIAG_KEYS)
     assert "diag/owner_change_rate" not in diag[1] and 0.0 <= diag[2]["diag/owner_change_rate"] <= 1.0
 
+    # a fresh run into the folder is refused before it writes anything
+    before = {name: (tmp_path / "out" / name).read_bytes() for name in ("config.yaml", "metrics.json", "last_checkpoint")}
+    log = run(base + ["train.max_iter=5"], tiny_synthetic_root, expect_rc=1)
+    assert "already holds another run" in log and "--resume" in log and "--overwrite" in log
+    assert before == {name: (tmp_path / "out" / name).read_bytes() for name in before}
+
+    # what an interrupted run logged after its last checkpoint is dropped on resume
+    with open(os.path.join(out, "metrics.json"), "a") as f:
+        f.write(json.dumps({"iteration": 3, "stale": 1.0}) + "\n")
     log = run(["--resume"] + base + ["train.max_iter=5"], tiny_synthetic_root)
     assert "Starting training from iteration 3" in log
     assert "model_final.pth" in log  # resumed from it
     iters = [m["iteration"] for m in metrics(out) if "total_loss" in m]
     assert iters[-1] == 4 and 3 in iters
+    assert not any("stale" in m for m in metrics(out))
+    assert sorted(iters) == sorted(set(iters))  # no iteration twice
 
     log = run(
         ["--config-file", f"configs/synthetic/{criterion}.py", "--eval-only"]
@@ -135,3 +146,38 @@ def test_two_process_gloo(tiny_synthetic_root, tmp_path):
     assert os.path.isfile(os.path.join(out, "model_final.pth"))
     assert any("segm/AP" in m for m in metrics(out))
     assert sum(DIAG_KEYS <= set(m) for m in metrics(out)) == 2
+
+
+def test_mistyped_override_fails_before_any_work(tiny_synthetic_root, tmp_path):
+    out = tmp_path / "typo"
+    log = run(["--config-file", "configs/synthetic/influencer.py", f"train.output_dir={out}", "train.max_itr=5"],
+              tiny_synthetic_root, expect_rc=1)
+    assert "'train.max_itr'" in log and "did you mean 'train.max_iter'" in log
+    assert "Starting training" not in log
+    assert not out.exists()
+
+
+def test_overwrite_replaces_the_previous_run(tiny_synthetic_root, tmp_path):
+    out = tmp_path / "old_run"
+    out.mkdir()
+    (out / "metrics.json").write_text(json.dumps({"iteration": 999, "total_loss": 1.0}) + "\n")
+    (out / "last_checkpoint").write_text("model_0000999.pth")
+    (out / "config.yaml").write_text("old: 1\n")
+    args = ["--config-file", "configs/synthetic/influencer.py"] + SMALL + [
+        f"train.output_dir={out}", "dataloader.train.total_batch_size=2", "train.max_iter=2",
+        "train.checkpointer.period=100", "train.eval_period=0", "train.diagnostics.period=0"]
+    run(args, tiny_synthetic_root, expect_rc=1)
+    log = run(["--overwrite"] + args, tiny_synthetic_root, env_extra={"INFLUENCERFORMER_CPU_THREADS": "2"})
+    assert "--overwrite: this run replaces" in log
+    assert "CPU run: 2 torch thread(s) per process ($INFLUENCERFORMER_CPU_THREADS)" in log
+    assert [m["iteration"] for m in metrics(out) if "total_loss" in m] == [0, 1]
+    assert all(m["iteration"] <= 2 for m in metrics(out))  # the old run's line is gone
+    assert (out / "last_checkpoint").read_text() == "model_final.pth"
+    assert "old: 1" not in (out / "config.yaml").read_text()
+    assert not [name for name in os.listdir(out) if ".tmp" in name]  # atomic writes leave no temp file
+
+    # an eval-only run in a training run's folder keeps the run's config.yaml
+    config = (out / "config.yaml").read_text()
+    run(["--config-file", "configs/synthetic/influencer.py", "--eval-only"] + SMALL
+        + [f"train.output_dir={out}", f"train.init_checkpoint={out}/model_final.pth"], tiny_synthetic_root)
+    assert (out / "config.yaml").read_text() == config and (out / "config_eval.yaml").is_file()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import importlib.util
 import os
 import sys
 import types
@@ -24,16 +23,10 @@ S3DIS_CRITERION = dict(loss_weight=[0.5, 1.0, 0.5], non_object_weight=0.05, pote
 
 
 def load_synthetic_s3dis():
-    """``datasets/synthetic_s3dis.py`` as a module (``datasets`` is not a package, and the name
-    would clash with the HuggingFace library)."""
-    name = "_influencerformer_synthetic_s3dis"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "datasets" / "synthetic_s3dis.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    """The synthetic S3DIS generator module."""
+    from projects.oneformer3d import synthetic_s3dis
+
+    return synthetic_s3dis
 
 
 # -- mmdet3d availability -----------------------------------------------------------------------

@@ -3,16 +3,14 @@
 * COCO comes from detectron2's built-in registration (``coco_2017_train``,
   ``coco_2017_val``, ...) under ``$DETECTRON2_DATASETS``; :func:`check_dataset`
   turns a missing folder into an error that names the path and the variable.
-* The synthetic shapes dataset (``datasets/synthetic_coco.py``) is registered as
+* The synthetic shapes dataset (:mod:`..synthetic_coco`) is registered as
   ``synthetic_coco_train`` / ``synthetic_coco_val`` and generated on first use.
   Its root is ``$INFLUENCERFORMER_SYNTHETIC_ROOT`` if set, otherwise
   ``$DETECTRON2_DATASETS/synthetic_coco`` (``./datasets/synthetic_coco`` by default).
 """
 
-import importlib.util
 import logging
 import os
-import sys
 from typing import Dict, List, Optional, Sequence, Union
 
 from detectron2.data import DatasetCatalog, MetadataCatalog, get_detection_dataset_dicts
@@ -29,10 +27,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-_GENERATOR_PATH = os.path.join(_REPO_ROOT, "datasets", "synthetic_coco.py")
-_GENERATOR_MODULE = "influencerformer_synthetic_coco"
-
 SYNTHETIC_PREFIX = "synthetic_coco"
 SYNTHETIC_NAMES = (f"{SYNTHETIC_PREFIX}_train", f"{SYNTHETIC_PREFIX}_val")
 
@@ -41,17 +35,10 @@ _SYNTHETIC: Dict[str, tuple] = {}
 
 
 def synthetic_generator():
-    """The generator module ``datasets/synthetic_coco.py``, loaded by path (the folder
-    name ``datasets`` would otherwise clash with the Hugging Face package)."""
-    module = sys.modules.get(_GENERATOR_MODULE)
-    if module is None:
-        spec = importlib.util.spec_from_file_location(_GENERATOR_MODULE, _GENERATOR_PATH)
-        if spec is None or not os.path.isfile(_GENERATOR_PATH):
-            raise ImportError(f"synthetic dataset generator not found at {_GENERATOR_PATH}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[_GENERATOR_MODULE] = module
-        spec.loader.exec_module(module)
-    return module
+    """The generator module (``projects/mask2former/synthetic_coco.py``)."""
+    from .. import synthetic_coco
+
+    return synthetic_coco
 
 
 def _datasets_root() -> str:
@@ -107,12 +94,14 @@ def register_synthetic_coco(root: Optional[str] = None, spec=None, prefix: str =
 
 
 def ensure_synthetic(name: str) -> None:
-    """Generate the registered synthetic dataset ``name`` if its folder is missing."""
+    """Generate the registered synthetic dataset ``name`` if its folder is missing; raise the
+    generator's ``CorruptDatasetError`` (naming the file and the command that regenerates it)
+    if its files are damaged."""
     root, spec = _SYNTHETIC[name]
     gen = synthetic_generator()
     if not gen.is_complete(root):
         logger.info(f"Generating the synthetic dataset under {root} (first use) ...")
-        gen.ensure_dataset(root, spec)
+    gen.ensure_dataset(root, spec)
 
 
 def check_dataset(name: str) -> None:
