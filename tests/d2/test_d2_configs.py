@@ -12,9 +12,12 @@ from omegaconf import OmegaConf  # noqa: E402
 from conftest import REPO_ROOT  # noqa: E402
 
 CONFIGS = ["coco/influencer.py", "coco/hungarian.py", "coco/influencer_potentials.py", "synthetic/influencer.py",
-           "synthetic/hungarian.py", "synthetic/influencer_potentials.py", "synthetic/influencer_one_to_few.py"]
+           "synthetic/hungarian.py", "synthetic/influencer_potentials.py", "synthetic/influencer_one_to_few.py",
+           "synthetic/influencer_hybrid.py", "synthetic/hungarian_hybrid.py", "coco/influencer_hybrid.py",
+           "coco/hungarian_hybrid.py"]
 CRITERIA = {"influencer": "InfluencerCriterion", "influencer_potentials": "InfluencerCriterion",
-            "influencer_one_to_few": "InfluencerCriterion", "hungarian": "HungarianCriterion"}
+            "influencer_one_to_few": "InfluencerCriterion", "hungarian": "HungarianCriterion",
+            "influencer_hybrid": "InfluencerCriterion", "hungarian_hybrid": "HungarianCriterion"}
 
 
 def load(name):
@@ -38,7 +41,7 @@ def test_model_builds(name):
         assert (assigner.anneal, assigner.num_iters, assigner.temperature, assigner.detach) == (True, 40, 0.2, True)
         assert crit.importance_sample_ratio == 0.75 and crit.oversample_ratio == 3.0
         # the default weighs Mask2Former's owner losses with the plan; the potentials config the potentials
-        owner_losses = kind in ("influencer", "influencer_one_to_few")
+        owner_losses = kind in ("influencer", "influencer_one_to_few", "influencer_hybrid")
         costs = (assigner.cost_class, assigner.cost_mask, assigner.cost_dice)
         assert costs == ((1.0, 5.0, 5.0) if owner_losses else (1.0, 0.0, 0.0))
         if owner_losses:
@@ -150,3 +153,24 @@ def test_optimizer_groups_and_clipping():
     total = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in model.parameters()))
     assert total <= 0.01 + 1e-6
     assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
+
+
+@pytest.mark.parametrize("dataset, group", [("synthetic", 60), ("coco", 300)])
+@pytest.mark.parametrize("criterion", ["influencer", "hungarian"])
+def test_hybrid_configs_differ_from_their_sibling_only_in_the_query_group(dataset, criterion, group):
+    plain = OmegaConf.to_container(load(f"{dataset}/{criterion}.py"), resolve=False)
+    hybrid = OmegaConf.to_container(load(f"{dataset}/{criterion}_hybrid.py"), resolve=False)
+    assert hybrid["model"]["transformer_decoder"].pop("num_queries_one_to_many") == group
+    group_criterion = hybrid["model"].pop("criterion_one_to_many")
+    for cfg in (plain, hybrid):
+        cfg["train"].pop("output_dir")
+    assert plain == hybrid
+    model = instantiate(load(f"{dataset}/{criterion}_hybrid.py").model)
+    crit = model.criterion_one_to_many
+    if criterion == "influencer":  # three owners per instance, by the plan's marginals
+        assert crit.queries_per_instance == 3.0 and crit.queries_per_instance_iters == 0
+        assert crit.weight_dict == model.criterion.weight_dict
+    else:  # the ground truth three times, matched by the baseline's own criterion
+        assert group_criterion["repeats"] == 3 and crit.repeats == 3
+        assert type(crit.criterion) is type(model.criterion) and crit.weight_dict == model.criterion.weight_dict
+        assert crit.criterion.num_points == model.criterion.num_points

@@ -140,3 +140,27 @@ def test_test_mask_nms_threshold_is_a_config_key_that_thins_duplicates():
     assert not ((iou > 0.5) & same & ~torch.eye(len(thinned), dtype=torch.bool)).any()
     with pytest.raises(ValueError, match="test_mask_nms_threshold"):
         tiny_model("influencer", ["model.test_mask_nms_threshold=1.5"])
+
+
+@pytest.mark.parametrize("criterion", ["influencer_hybrid", "hungarian_hybrid"])
+def test_hybrid_training_step_adds_the_group_terms_and_inference_is_unchanged(criterion):
+    cfg, model = tiny_model(criterion, ["model.transformer_decoder.num_queries_one_to_many=12",
+                                        "model.criterion_one_to_many.num_points=256"
+                                        if criterion.startswith("influencer") else
+                                        "model.criterion_one_to_many.criterion.num_points=256"])
+    batch = [fake_input(64, 48, 3, seed=1), fake_input(40, 64, 0, seed=2)]
+    model.train()
+    with EventStorage():
+        losses = model(batch)
+    plain = {"loss_ce", "loss_mask", "loss_dice"}
+    assert set(losses) == plain | {f"{k}_one_to_many" for k in plain}
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    group = model.transformer_decoder.query_feat_one_to_many.weight.grad
+    assert group is not None and group.abs().sum() > 0  # the group is trained
+    model.eval()
+    with torch.no_grad():
+        (result,) = model([fake_input(64, 48, 3, seed=3)])
+    # candidates come from the 6 one-to-one queries only: 6 x 5 classes = 30 < test_topk_per_image (50);
+    # with the 12 group queries there would be 90 candidates and 50 instances
+    assert model.test_topk_per_image == 50 and len(result["instances"]) == 6 * 5
