@@ -199,6 +199,11 @@ def sinkhorn_ownership(claims: Tensor, dustbin: Tensor, temperature: float, num_
     if claims.dim() != 2 or dustbin.shape != (claims.shape[1],):
         raise ValueError(f"claims must be (K, Q) and the dustbin (Q,); got {tuple(claims.shape)} and "
                          f"{tuple(dustbin.shape)}")
+    if not queries_per_instance >= 1.0:
+        raise ValueError(f"queries_per_instance must be >= 1 (1: one query per instance); got {queries_per_instance}")
+    if queries_per_instance != 1.0 and num_iters <= 0:
+        raise ValueError("queries_per_instance > 1 needs Sinkhorn iterations (num_iters > 0): a softmax over "
+                         "queries cannot give an instance more than one query")
     num_inst, num_queries = claims.shape
     log_row, log_col, _ = plan_marginals(claims.new_ones(1, num_inst, dtype=torch.bool),
                                          claims.new_ones(1, num_queries, dtype=torch.bool), queries_per_instance)

@@ -86,18 +86,17 @@ def parse_layer(layer: Mapping, num_classes: int, where: str) -> LayerPrediction
 def stack_queries(per_layer: Sequence[Sequence[Tensor]]) -> Tuple[Tensor, Tensor]:
     """L layers x B tensors (Q_b, ...) -> (B, L, Q_pad, ...) zero-padded and the (B, Q_pad) valid queries.
 
-    Pads every trailing dimension to its largest size (the points of 3D scenes)."""
-    layers = [torch.stack([per_layer[l][b] for l in range(len(per_layer))]) for b in range(len(per_layer[0]))]
-    sizes = [max(t.shape[d] for t in layers) for d in range(1, layers[0].dim())]
-    padded = []
-    for t in layers:
-        pad = []
-        for d in reversed(range(1, t.dim())):
-            pad += [0, sizes[d - 1] - t.shape[d]]
-        padded.append(F.pad(t, pad))
-    device = padded[0].device
-    counts = torch.tensor([t.shape[1] for t in layers], device=device)
-    return torch.stack(padded), torch.arange(sizes[0], device=device)[None, :] < counts[:, None]
+    Pads every trailing dimension to its largest size (the points of 3D scenes): one allocation and
+    one copy per (image, layer), into the padded block."""
+    first = per_layer[0]
+    sizes = [max(t.shape[d] for t in first) for d in range(first[0].dim())]
+    stacked = first[0].new_zeros(len(first), len(per_layer), *sizes)
+    for l, tensors in enumerate(per_layer):
+        for b, t in enumerate(tensors):
+            stacked[(b, l) + tuple(slice(0, n) for n in t.shape)] = t
+    device = stacked.device
+    counts = torch.tensor([t.shape[0] for t in first], device=device)
+    return stacked, torch.arange(sizes[0], device=device)[None, :] < counts[:, None]
 
 
 def assignment_cross_entropy(logits: Tensor, assignment: Tensor, labels: Tensor, class_weight: Tensor,

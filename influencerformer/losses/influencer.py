@@ -125,18 +125,21 @@ def mask_statistics(logits: Tensor, targets: PointTargets, with_sigmoid: bool) -
     """(B, L, Q, P) mask logits -> :class:`MaskStatistics`: one fused pass over the points."""
     batch, layers, queries, points = logits.shape
     k = targets.num_instances
-    stats = point_statistics(logits.reshape(batch, layers * queries, points), targets.rows, with_sigmoid)
-    log_mean, lin_mean, *prob_mean = [s.view(batch, -1, layers, queries).transpose(1, 2) for s in stats]
-    softplus = lin_mean - log_mean  # (B, L, R, Q) means of -log(1 - s)
+    groups = (k, 1, 1) + ((k,) if targets.with_exclusive else ())
+    parts = point_statistics(logits.reshape(batch, layers * queries, points), targets.rows, groups, with_sigmoid)
+    # (B, L, rows, Q) per statistic and group: softplus means, logit means[, probability means]
+    softplus, linear, prob = [[part.view(batch, -1, layers, queries).transpose(1, 2)
+                               for part in parts[i:i + len(groups)]] if i < len(parts) else None
+                              for i in range(0, 3 * len(groups), len(groups))]
     areas = targets.areas[:, None, :, None]
     num_points = targets.num_points[:, None, None, None]
-    prob = prob_mean[0] if with_sigmoid else None
-    bce, dice = pair_mask_costs(softplus[:, :, k], lin_mean[:, :, :k], None if prob is None else prob[:, :, :k],
-                                None if prob is None else prob[:, :, k] * num_points[..., 0], areas, num_points)
-    return MaskStatistics(claims=log_mean[:, :, :k], silence=-softplus[:, :, k], pair_bce=bce, pair_dice=dice,
-                          background_softplus=softplus[:, :, k + 1],
-                          background_prob=None if prob is None else prob[:, :, k + 1],
-                          exclusive_softplus=softplus[:, :, k + 2:] if targets.with_exclusive else None)
+    mean_softplus = softplus[1][:, :, 0]
+    bce, dice = pair_mask_costs(mean_softplus, linear[0], None if prob is None else prob[0],
+                                None if prob is None else prob[1][:, :, 0] * num_points[..., 0], areas, num_points)
+    return MaskStatistics(claims=linear[0] - softplus[0], silence=-mean_softplus, pair_bce=bce, pair_dice=dice,
+                          background_softplus=softplus[2][:, :, 0],
+                          background_prob=None if prob is None else prob[2][:, :, 0],
+                          exclusive_softplus=softplus[3] if targets.with_exclusive else None)
 
 
 def instance_mean(values: Tensor, valid: Tensor) -> Tensor:
@@ -152,8 +155,9 @@ def profile_repulsion(claims: Tensor, valid: Tensor, query_valid: Tensor) -> Ten
     two instances. Gram expansion of the distances: no (K, K, Q) tensor.
     """
     profiles = claims.exp() * query_valid[:, None, None, :]
-    sq_norm = (profiles * profiles).sum(dim=-1)
-    sq_dist = sq_norm[..., :, None] + sq_norm[..., None, :] - 2.0 * profiles @ profiles.transpose(-1, -2)
+    gram = profiles @ profiles.transpose(-1, -2)
+    sq_norm = gram.diagonal(dim1=-2, dim2=-1)  # from the same products, so identical profiles cancel exactly
+    sq_dist = sq_norm[..., :, None] + sq_norm[..., None, :] - 2.0 * gram
     # eps keeps d(sqrt) finite for identical profiles (their difference gradient is exactly 0)
     dist = (sq_dist.clamp(min=0.0) + 1e-12).sqrt()
     eye = torch.eye(valid.shape[1], dtype=torch.bool, device=valid.device)
@@ -365,6 +369,9 @@ def mask_influencer_loss(
     batched = not isinstance(mask_logits, Tensor)
     logits_list = list(mask_logits) if batched else [mask_logits]
     masks_list = list(target_masks) if batched else [target_masks]
+    if batched and isinstance(ownership_bias, Tensor):
+        raise ValueError(f"mask_logits is a sequence of {len(logits_list)} problems, so ownership_bias must be a "
+                         f"sequence of {len(logits_list)} too; got a tensor of shape {tuple(ownership_bias.shape)}")
     bias_list = (list(ownership_bias) if batched else [ownership_bias]) if ownership_bias is not None else None
     if batched and (len(masks_list) != len(logits_list) or (bias_list is not None and len(bias_list) != len(logits_list))):
         raise ValueError(f"mask_logits is a sequence of {len(logits_list)} problems, so target_masks (and "
@@ -429,8 +436,10 @@ class MaskInfluencerLoss(nn.Module):
         mask_influencer_loss(torch.zeros(1, 1), torch.zeros(0, 1), **kwargs)  # validates the keywords
         self.kwargs = kwargs
 
-    def forward(self, mask_logits: Tensor, target_masks: Tensor, return_ownership: bool = False) -> Dict[str, Tensor]:
-        return mask_influencer_loss(mask_logits, target_masks, return_ownership=return_ownership, **self.kwargs)
+    def forward(self, mask_logits: Tensor, target_masks: Tensor, return_ownership: bool = False,
+                ownership_bias: Optional[Tensor] = None) -> Dict[str, Tensor]:
+        return mask_influencer_loss(mask_logits, target_masks, return_ownership=return_ownership,
+                                    ownership_bias=ownership_bias, **self.kwargs)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.kwargs.items())

@@ -5,7 +5,7 @@ bilinearly). Rows are masks, columns points.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -45,43 +45,65 @@ def pairwise_dice_cost(logits: Tensor, targets: Tensor) -> Tensor:
 
 
 class _PointStatistics(torch.autograd.Function):
-    """``(rows @ logsigmoid(z)^T, rows @ z^T[, rows @ sigmoid(z)^T])`` for constant (B, R, P) rows.
+    """Row groups of ``(rows @ softplus(z)^T, rows @ z^T[, rows @ sigmoid(z)^T])`` for constant rows.
 
     Every quantity the matcher-free losses read from the (B, M, P) mask logits is a weighted mean
-    over points of ``log s``, ``z`` or ``s`` (``softplus(z) = z - log s``): fused, the M x P work is
-    one ``logsigmoid`` (and ``sigmoid``) and a matrix product per statistic, forward and backward,
-    and only ``z`` is saved for backward.
+    over points of ``softplus(z) = -log(1 - s)``, ``z`` or ``s`` (``log s = z - softplus(z)``): fused,
+    the M x P work is one ``softplus`` and one ``sigmoid`` forward -- ``s`` is saved, it is both
+    statistics' derivative -- and one matrix product per statistic and row group. The outputs are
+    split into the row groups of ``group_sizes`` (statistic-major), and backward multiplies only
+    the groups that received a gradient: a group only a detached plan reads (the claims, in the
+    default criterion) costs no backward product.
     """
 
     @staticmethod
-    def forward(ctx, logits: Tensor, rows: Tensor, with_sigmoid: bool):
+    def forward(ctx, logits: Tensor, rows: Tensor, group_sizes: Tuple[int, ...], with_sigmoid: bool):
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(logits, rows)
-        stats = (rows @ F.logsigmoid(logits).transpose(-1, -2), rows @ logits.transpose(-1, -2))
+        probs = torch.sigmoid(logits)
+        ctx.save_for_backward(probs, rows)
+        ctx.group_sizes = group_sizes
+        stats = [rows @ F.softplus(logits).transpose(-1, -2), rows @ logits.transpose(-1, -2)]
         if with_sigmoid:
-            stats += (rows @ torch.sigmoid(logits).transpose(-1, -2),)
-        return stats
+            stats.append(rows @ probs.transpose(-1, -2))
+        return tuple(part for stat in stats for part in stat.split(group_sizes, dim=-2))
 
     @staticmethod
-    def backward(ctx, grad_log: Optional[Tensor], grad_lin: Optional[Tensor], grad_sig: Optional[Tensor] = None):
-        logits, rows = ctx.saved_tensors
-        grad = None if grad_lin is None else grad_lin.transpose(-1, -2) @ rows
-        if grad_log is not None or grad_sig is not None:
-            sig_neg = torch.sigmoid(-logits)  # d logsigmoid(z) / dz
-            if grad_log is not None:
-                through = grad_log.transpose(-1, -2) @ rows
-                grad = sig_neg * through if grad is None else grad.addcmul_(sig_neg, through)
-            if grad_sig is not None:
-                through = grad_sig.transpose(-1, -2) @ rows
-                ds = sig_neg - sig_neg * sig_neg  # ds/dz = s (1 - s)
-                grad = ds * through if grad is None else grad.addcmul_(ds, through)
-        return grad, None, None
+    def backward(ctx, *grads: Optional[Tensor]):
+        probs, rows = ctx.saved_tensors
+        sizes = ctx.group_sizes
+        starts = [sum(sizes[:g]) for g in range(len(sizes))]
+
+        def through_rows(group_grads) -> Optional[Tensor]:  # (B, R_used, M) grads -> (B, M, P)
+            used = [g for g, grad in enumerate(group_grads) if grad is not None and sizes[g] > 0]
+            if not used:
+                return None
+            if used == list(range(used[0], used[-1] + 1)):  # adjacent groups: a view of the rows
+                weights = rows[..., starts[used[0]]:starts[used[-1]] + sizes[used[-1]], :]
+            else:
+                weights = torch.cat([rows[..., starts[g]:starts[g] + sizes[g], :] for g in used], dim=-2)
+            grad = torch.cat([group_grads[g] for g in used], dim=-2) if len(used) > 1 else group_grads[used[0]]
+            return grad.transpose(-1, -2) @ weights
+
+        n = len(sizes)
+        softplus_grad, linear_grad, sigmoid_grad = (through_rows(grads[i:i + n]) if i < len(grads) else None
+                                                    for i in range(0, 3 * n, n))
+        grad = linear_grad
+        if softplus_grad is not None:  # d softplus(z) / dz = s
+            grad = probs * softplus_grad if grad is None else grad.addcmul_(probs, softplus_grad)
+        if sigmoid_grad is not None:  # ds / dz = s (1 - s)
+            sigmoid_grad = sigmoid_grad.mul_(probs).mul_(1.0 - probs)
+            grad = sigmoid_grad if grad is None else grad.add_(sigmoid_grad)
+        return grad, None, None, None
 
 
-def point_statistics(logits: Tensor, rows: Tensor, with_sigmoid: bool = False) -> Tuple[Tensor, ...]:
-    """(B, M, P) mask logits, (B, R, P) point weights -> (B, R, M) weighted sums of ``log s``, ``z``
-    (and ``s`` with ``with_sigmoid``), differentiable in the logits."""
-    return _PointStatistics.apply(logits, rows.detach(), with_sigmoid)
+def point_statistics(logits: Tensor, rows: Tensor, group_sizes: Sequence[int],
+                     with_sigmoid: bool = False) -> Tuple[Tensor, ...]:
+    """(B, M, P) mask logits, (B, R, P) point weights in row groups of ``group_sizes`` -> the groups
+    of (B, R, M) weighted sums of ``softplus(z)``, then of ``z`` (and of ``s`` with
+    ``with_sigmoid``), differentiable in the logits."""
+    if sum(group_sizes) != rows.shape[-2]:
+        raise ValueError(f"row groups {tuple(group_sizes)} do not add up to the {rows.shape[-2]} rows")
+    return _PointStatistics.apply(logits, rows.detach(), tuple(group_sizes), with_sigmoid)
 
 
 def pair_mask_costs(mean_softplus: Tensor, instance_logit_mean: Tensor, instance_prob_mean: Optional[Tensor],
