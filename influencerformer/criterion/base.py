@@ -134,27 +134,40 @@ def mask_iou(mask_logits: Tensor, target_masks: Tensor) -> Tensor:
     return inter / union.clamp(min=1e-6)
 
 
-def objectness_loss(scores: Tensor, point_logits: Tensor, point_targets: Tensor, assignment: Tensor,
-                    point_valid: Optional[Tensor] = None) -> Tensor:
+def binary_mask_iou(point_logits: Tensor | Sequence[Tensor], point_targets: Tensor) -> Tensor:
+    """IoU of binarised predictions (logit > 0) with binarised GT (> 0.5), per image and layer.
+
+    Args:
+        point_logits: (B, L, Q, P); or B tensors (L, Q_b, P_b) of scenes of different sizes.
+        point_targets: (B, K, P_pad), zero at padded points.
+    Returns:
+        (B, L, K, Q_pad), 0 at padded queries.
+    """
+    if isinstance(point_logits, Tensor):
+        point_logits = list(point_logits)
+    q_max = max(z.shape[1] for z in point_logits)
+    ious = []
+    for b, z in enumerate(point_logits):
+        layers, queries, points = z.shape
+        pred = (z > 0).to(point_targets.dtype)
+        gt = (point_targets[b, :, :points] > 0.5).to(point_targets.dtype)  # (K, P_b)
+        inter = (pred.reshape(layers * queries, points) @ gt.transpose(0, 1)).view(layers, queries, -1)
+        union = gt.sum(-1) + pred.sum(-1)[..., None] - inter
+        ious.append(F.pad((inter / union.clamp(min=1e-6)).transpose(-1, -2), (0, q_max - queries)))
+    return torch.stack(ious)
+
+
+def objectness_loss(scores: Tensor, iou: Tensor, assignment: Tensor) -> Tensor:
     """OneFormer3D's objectness term: regress assigned queries' scores to their mask IoU, per layer.
 
     Args:
-        scores: (B, L, Q); point_logits: (B, L, Q, P); point_targets: (B, K, P);
-        assignment: (B, L, K, Q); point_valid: (B, P) or None.
+        scores: (B, L, Q); iou: (B, L, K, Q) (:func:`binary_mask_iou`); assignment: (B, L, K, Q).
     Returns:
         (L,): per image the assignment-weighted mean squared error over pairs with IoU > 0.5 (as
         the baseline), averaged over the batch.
     """
-    with torch.no_grad():
-        batch, layers, queries, points = point_logits.shape
-        pred = (point_logits > 0).to(point_logits.dtype)
-        if point_valid is not None:
-            pred = pred * point_valid[:, None, None]
-        gt = (point_targets > 0.5).to(point_logits.dtype)
-        inter = (pred.view(batch, layers * queries, points) @ gt.transpose(1, 2)).view(batch, layers, queries, -1)
-        union = gt.sum(-1)[:, None, None, :] + pred.sum(-1)[..., None] - inter
-        iou = (inter / union.clamp(min=1e-6)).transpose(-1, -2)  # (B, L, K, Q)
-        weight = assignment * (iou > 0.5)
+    iou = iou.detach()
+    weight = assignment.detach() * (iou > 0.5)
     err = (scores[:, :, None, :] - iou) ** 2
     per_image = (weight * err).sum(dim=(-2, -1)) / weight.sum(dim=(-2, -1)).clamp(min=1e-12)
     return per_image.mean(dim=0)

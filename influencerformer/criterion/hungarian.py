@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from influencerformer.criterion.base import (LayerPredictions, SetCriterionBase, assignment_cross_entropy,
-                                             objectness_loss, stack_queries)
+                                             binary_mask_iou, objectness_loss, stack_queries)
 from influencerformer.losses.mask import dice_loss, sigmoid_ce_loss
 from influencerformer.matching import HungarianMatcher, assignment_matrix
 from influencerformer.point_sampling import point_sample, uncertain_point_coords
@@ -63,8 +63,9 @@ class HungarianCriterion(SetCriterionBase):
                                                       self.class_weight.to(logits.device), query_valid)[0]}
         if preds.scores is not None:
             scores, _ = stack_queries([list(preds.scores)])
-            point_logits, point_targets, point_valid = self._objectness_points(preds, targets, target_list)
-            losses["loss_score"] = objectness_loss(scores, point_logits, point_targets, assignment, point_valid)[0]
+            point_logits, point_targets = self._objectness_points(preds, targets, target_list)
+            iou = binary_mask_iou(point_logits, point_targets)
+            losses["loss_score"] = objectness_loss(scores, iou, assignment)[0]
         return losses
 
     def _matched_point_masks(self, preds: LayerPredictions, targets, indices) -> List[Tuple[Tensor, Tensor]]:
@@ -89,16 +90,16 @@ class HungarianCriterion(SetCriterionBase):
         return [(src_points, torch.cat(tgt_points))]
 
     def _objectness_points(self, preds: LayerPredictions, targets: PaddedTargets, target_list):
-        """(B, 1, Q, P) logits and (B, K_pad, P) targets at the points the objectness term reads."""
+        """Per image (1, Q, P_b) logits and the (B, K_pad, P_pad) targets at the points the objectness
+        term reads (dense: uniform random points per image, as the matcher draws them)."""
         if preds.point_form:
-            point_logits, _ = stack_queries([list(preds.masks)])
-            return point_logits, targets.masks, targets.point_valid
+            return [m[None] for m in preds.masks], targets.masks
         logits, tgts = [], []
         for b, t in enumerate(target_list):
             out, tgt = self.matcher.sample_points(preds.masks[b], t["masks"])
-            logits.append(out)
+            logits.append(out[None])
             tgts.append(F.pad(tgt, (0, 0, 0, targets.labels.shape[1] - tgt.shape[0])))
-        return torch.stack(logits)[:, None], torch.stack(tgts), None
+        return logits, torch.stack(tgts)
 
 
 def _sum_all(masks) -> Tensor:

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from influencerformer.criterion.base import (LayerPredictions, SetCriterionBase, assignment_cross_entropy,
-                                             objectness_loss, stack_queries)
+                                             binary_mask_iou, objectness_loss, stack_queries)
 from influencerformer.losses.influencer import (InfluencerPotentials, hard_owners, mask_statistics, owner_losses,
                                                point_targets)
 from influencerformer.matching import SinkhornAssigner, plan_marginals
@@ -102,11 +102,12 @@ class InfluencerCriterion(SetCriterionBase):
         return bool(self.weight_dict.get(key))
 
     def _points(self, layers: List[LayerPredictions], targets: PaddedTargets):
-        """(B, L, Q, P) mask logits at the shared points, (B, K, P) GT there, the (B, Q) valid queries,
-        (B, P) valid points (point form) and the (B, L, Q, C + 1) class logits."""
-        if layers[0].point_form:
+        """Mask logits at the shared points -- dense: (B, L, Q, P); point form: B tensors (L, Q_b, P_b) --,
+        (B, K, P) GT there, the (B, Q) valid queries, (B, P) valid points (point form) and the
+        (B, L, Q, C + 1) class logits."""
+        if layers[0].point_form:  # scenes of different sizes: their (L, Q_b, P_b) logits, unpadded
             logits, query_valid = stack_queries([preds.logits for preds in layers])
-            masks, _ = stack_queries([preds.masks for preds in layers])
+            masks = [torch.stack([preds.masks[b] for preds in layers]) for b in range(len(layers[0].masks))]
             return masks, targets.masks, query_valid, targets.point_valid, logits
         logits = torch.stack([preds.logits for preds in layers], dim=1)
         batch, queries = logits.shape[0], logits.shape[2]
@@ -156,7 +157,7 @@ class InfluencerCriterion(SetCriterionBase):
             scores_per_layer = ([preds.scores for preds in layers] if layers[0].point_form else None)
             scores = (stack_queries(scores_per_layer)[0] if scores_per_layer is not None
                       else torch.stack([preds.scores for preds in layers], dim=1))
-            terms["loss_score"] = objectness_loss(scores, point_logits, truth.masks, assignment, point_valid)
+            terms["loss_score"] = objectness_loss(scores, binary_mask_iou(point_logits, truth.masks), assignment)
         self._assignments = (assignment[:, 0], targets.present, query_valid)
         self.last_terms = {key: value[0].detach() for key, value in terms.items()}
         return terms

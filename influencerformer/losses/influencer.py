@@ -121,15 +121,30 @@ class MaskStatistics(NamedTuple):
     exclusive_softplus: Optional[Tensor]  # (B, L, K, Q) mean -log(1 - s) over each instance's own points
 
 
-def mask_statistics(logits: Tensor, targets: PointTargets, with_sigmoid: bool) -> MaskStatistics:
-    """(B, L, Q, P) mask logits -> :class:`MaskStatistics`: one fused pass over the points."""
-    batch, layers, queries, points = logits.shape
+def mask_statistics(logits: Tensor | Sequence[Tensor], targets: PointTargets, with_sigmoid: bool) -> MaskStatistics:
+    """Mask logits -> :class:`MaskStatistics`: one fused pass over the points.
+
+    ``logits``: (B, L, Q, P); or, for scenes of different sizes, B tensors (L, Q_b, P_b) -- each
+    scene's pass then reads its own points only, and only the small (rows, L, Q_b) results are
+    padded, never the (L, Q, P) logits.
+    """
     k = targets.num_instances
     groups = (k, 1, 1) + ((k,) if targets.with_exclusive else ())
-    parts = point_statistics(logits.reshape(batch, layers * queries, points), targets.rows, groups, with_sigmoid)
-    # (B, L, rows, Q) per statistic and group: softplus means, logit means[, probability means]
-    softplus, linear, prob = [[part.view(batch, -1, layers, queries).transpose(1, 2)
-                               for part in parts[i:i + len(groups)]] if i < len(parts) else None
+
+    def statistics(z: Tensor, rows: Tensor) -> List[Tensor]:  # (B, L, Q, P) -> parts (B, L, rows, Q)
+        batch, layers, queries, points = z.shape
+        parts = point_statistics(z.reshape(batch, layers * queries, points), rows, groups, with_sigmoid)
+        return [part.view(batch, -1, layers, queries).transpose(1, 2) for part in parts]
+
+    if isinstance(logits, Tensor):
+        parts = statistics(logits, targets.rows)
+    else:
+        q_max = max(z.shape[1] for z in logits)
+        per_scene = [statistics(z[None], targets.rows[b:b + 1, :, : z.shape[2]]) for b, z in enumerate(logits)]
+        parts = [torch.cat([F.pad(scene[i], (0, q_max - scene[i].shape[-1])) for scene in per_scene])
+                 for i in range(len(per_scene[0]))]
+    # per statistic, its row groups: softplus means, logit means[, probability means]
+    softplus, linear, prob = [parts[i:i + len(groups)] if i < len(parts) else None
                               for i in range(0, 3 * len(groups), len(groups))]
     areas = targets.areas[:, None, :, None]
     num_points = targets.num_points[:, None, None, None]
