@@ -88,7 +88,7 @@ def test_train_resume_eval(criterion, tiny_synthetic_root, tmp_path):
     )
     assert "Evaluation results for segm" in log
 
-    # tools/mask_quality.py on the trained run: a table per size tercile and its JSON
+    # research/mask_quality.py on the trained run: a table per size tercile and its JSON
     env = dict(os.environ, INFLUENCERFORMER_SYNTHETIC_ROOT=tiny_synthetic_root, OMP_NUM_THREADS="1")
     report = tmp_path / "mask_quality.json"
     proc = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "tools", "mask_quality.py"), out,

@@ -1,10 +1,10 @@
-"""tools/results_page.py: the page is generated from the artefacts and states the targets."""
+"""research/results_page.py: the page is generated from the artefacts and states the targets."""
 import json
 
 import pytest
 
 from test_compare_runs import write_run
-from tools import results_page
+from research import results_page
 
 
 def test_page_from_artefacts(tmp_path):

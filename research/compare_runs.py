@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """Compare training runs (Influencer vs Hungarian, several seeds) from detectron2's metrics.json.
 
-    python tools/compare_runs.py output/ab/influencer_seed0 output/ab/hungarian_seed0 ... --output docs/results
+    python research/compare_runs.py output/ab/influencer_seed0 output/ab/hungarian_seed0 ... --output docs/results
 
 Each RUN_DIR holds detectron2's ``metrics.json`` (one JSON object per line) and, when written by
-``tools/run_ab.py``, a ``run_info.json`` naming its arm (criterion) and seed; otherwise the arm is
+``research/run_ab.py``, a ``run_info.json`` naming its arm (criterion) and seed; otherwise the arm is
 the folder name without a trailing ``_seed<N>``. Writes PNG plots -- segm AP / AP50 / AP75
 against iteration and against wall-clock time, total and per-term losses, assignment
 diagnostics, each as mean ± spread over seeds -- and ``results.md``: final AP per arm, the
@@ -136,7 +136,7 @@ def diagnostics_table(arms: Dict[str, List[Run]], keys=DIAG_TABLE_KEYS) -> str:
 
 
 def provenance_table(arms: Dict[str, List[Run]]) -> str:
-    """Where each run comes from (``run_info.json`` of tools/run_ab.py): commit, host, threads,
+    """Where each run comes from (``run_info.json`` of research/run_ab.py): commit, host, threads,
     wall time, command."""
     lines = ["| arm | seed | commit | host | threads | wall time | command |", "|---|---|---|---|---|---|---|"]
     for arm, runs in sorted(arms.items()):

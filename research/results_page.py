@@ -1,12 +1,12 @@
 #!/usr/bin/env python
 """Write docs/results.md from measured artefacts only: nothing on the page is typed by hand.
 
-    python tools/results_page.py --ab output/ab --iteration-cost docs/results/iteration_cost_cpu_*.json \\
+    python research/results_page.py --ab output/ab --iteration-cost docs/results/iteration_cost_cpu_*.json \\
         --mask-quality docs/results/mask_quality.json --small-model docs/results/small_query_model_*.json \\
         --output docs/results.md
 
-* ``--ab``: a tools/run_ab.py output folder (``<arm>_seed<N>`` runs). Its plots and tables are
-  written by tools/compare_runs.py next to the page (``<output stem>/``), and the page states
+* ``--ab``: a research/run_ab.py output folder (``<arm>_seed<N>`` runs). Its plots and tables are
+  written by research/compare_runs.py next to the page (``<output stem>/``), and the page states
   the issue's targets -- final segm AP >= 100% of Hungarian's, 90% of it reached in <= 0.7x
   Hungarian's iterations -- as met or not, per arm.
 * ``--fine-eval``: another run_ab.py folder, evaluated more often: its own table and targets
@@ -14,8 +14,8 @@
 * ``--iteration-cost``: JSONs of tools/iteration_cost.py, one table each (repeated measurements
   show the machine's spread); target: the Influencer criterion's share of the iteration <= half
   of Hungarian's.
-* ``--mask-quality``: JSONs of tools/mask_quality.py (IoU / recall / precision per instance size).
-* ``--small-model``: JSON files of tools/small_query_model.py (one row per criterion and variant).
+* ``--mask-quality``: JSONs of research/mask_quality.py (IoU / recall / precision per instance size).
+* ``--small-model``: JSON files of research/small_query_model.py (one row per criterion and variant).
 """
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ from typing import Dict, List, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tools import compare_runs  # noqa: E402
-from tools.mask_quality import format_table  # noqa: E402
+from research import compare_runs  # noqa: E402
+from research.mask_quality import format_table  # noqa: E402
 from tools.provenance import git_commit, machine_info, write_text_atomic  # noqa: E402
 
 REFERENCE = "hungarian"
@@ -45,7 +45,7 @@ def _mean(values) -> Optional[float]:
 
 
 def load_arms(run_folder: Path, option: str) -> Dict[str, List[compare_runs.Run]]:
-    """The runs in ``run_folder`` (tools/run_ab.py output), grouped by arm."""
+    """The runs in ``run_folder`` (research/run_ab.py output), grouped by arm."""
     run_dirs = sorted(p for p in run_folder.iterdir() if (p / "metrics.json").is_file())
     if not run_dirs:
         raise SystemExit(f"{option} {run_folder}: no run folders with metrics.json")
@@ -204,8 +204,14 @@ def _iteration_cost_measurement(path: Path) -> List[str]:
     return lines + [""]
 
 
+def recorded_command(command: str) -> str:
+    """A measurement's recorded command as a path from the repository root: reports written before
+    the instruments moved to research/ name the script alone, which then lived in tools/."""
+    return command if "/" in command.split(" ", 1)[0] else f"tools/{command}"
+
+
 def small_model_section(paths: List[Path]) -> List[str]:
-    lines = ["## Small query model (tools/small_query_model.py)", "",
+    lines = ["## Small query model (research/small_query_model.py)", "",
              "A variant lists its keywords of the core loss; \"default\" is the core's defaults at the commit "
              "that measured it (reports without one predate 2026-12-03, whose default plan was 10 plain "
              "Sinkhorn steps; it is 40 annealed ones since).", "",
@@ -225,7 +231,7 @@ def small_model_section(paths: List[Path]) -> List[str]:
 
 
 def mask_quality_section(paths: List[Path]) -> List[str]:
-    lines = ["## Mask quality per instance size (tools/mask_quality.py)", "",
+    lines = ["## Mask quality per instance size (research/mask_quality.py)", "",
              "Per GT instance of the test images, the best query by IoU among those inference keeps "
              "(objectness above the threshold); sizes are area terciles. Its area outside the instance "
              "(1 - precision) is split into the part on other instances (merges) and on the background "
@@ -233,7 +239,7 @@ def mask_quality_section(paths: List[Path]) -> List[str]:
     for path in paths:
         report = json.loads(path.read_text())
         machine = report.get("machine", {})
-        lines += [f"`python tools/{report['command']}` — {report['images']} images, objectness > "
+        lines += [f"`python {recorded_command(report['command'])}` — {report['images']} images, objectness > "
                   f"{report['confident']}; {machine.get('date', '?')}, commit {machine.get('commit', '?')}.", "",
                   format_table({Path(run).name: res for run, res in report["results"].items()}), ""]
     return lines
@@ -242,25 +248,25 @@ def mask_quality_section(paths: List[Path]) -> List[str]:
 def main(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ab", type=Path, help="tools/run_ab.py output folder")
+    parser.add_argument("--ab", type=Path, help="research/run_ab.py output folder")
     parser.add_argument("--focus", nargs="*", default=[], metavar="ARM",
                         help="arms of --ab also plotted alone with Hungarian, first")
     parser.add_argument("--fine-eval", type=Path, default=None,
-                        help="tools/run_ab.py output folder of an A/B evaluated more often (iterations to 90%%)")
+                        help="research/run_ab.py output folder of an A/B evaluated more often (iterations to 90%%)")
     parser.add_argument("--screen", type=Path, default=None,
-                        help="tools/run_ab.py output folder of short screening runs (diagnostics table)")
+                        help="research/run_ab.py output folder of short screening runs (diagnostics table)")
     parser.add_argument("--iteration-cost", type=Path, nargs="*", default=[], help="tools/iteration_cost.py JSONs")
-    parser.add_argument("--mask-quality", type=Path, nargs="*", default=[], help="tools/mask_quality.py JSONs")
-    parser.add_argument("--small-model", type=Path, nargs="*", default=[], help="tools/small_query_model.py JSONs")
+    parser.add_argument("--mask-quality", type=Path, nargs="*", default=[], help="research/mask_quality.py JSONs")
+    parser.add_argument("--small-model", type=Path, nargs="*", default=[], help="research/small_query_model.py JSONs")
     parser.add_argument("--output", type=Path, default=Path("docs/results.md"))
     args = parser.parse_args(argv)
     for path in [args.ab, args.fine_eval, args.screen, *args.iteration_cost, *args.mask_quality, *args.small_model]:
         if path is not None and not path.exists():
             parser.error(f"{path} does not exist")
     info = machine_info()
-    command = "python tools/results_page.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python research/results_page.py " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = ["# Results: Influencer vs Hungarian, measured", "",
-             "Generated by `tools/results_page.py` from the artefacts named in each section; do not edit by "
+             "Generated by `research/results_page.py` from the artefacts named in each section; do not edit by "
              "hand — rerun the tools and this page.", "",
              f"`{command}` — {info['date']}, commit {git_commit()}, host {info['host']}.", ""]
     page_dir = args.output.parent
