@@ -47,41 +47,83 @@ def test_page_from_artefacts(tmp_path):
                                        "small": size, "medium": size, "large": None}}}))
     screen = tmp_path / "screen"
     write_run(screen / "hungarian_seed0", "hungarian", 0, [(24, 50), (49, 60)], 0.5)
+    hybrid = tmp_path / "hybrid"  # a further finer-grid A/B whose reference is a Hungarian variant
+    write_run(hybrid / "hungarian_hybrid_seed0", "hungarian_hybrid", 0, [(49, 20), (99, 30)], 0.5)
+    write_run(hybrid / "influencer_hybrid_seed0", "influencer_hybrid", 0, [(49, 28), (99, 33)], 0.5)
+    bench = tmp_path / "bench.json"
+    cpu = {"hungarian": {"ms": 200.0, "peak_mib": 100.0, "matcher_ms": 120.0},
+           "influencer": {"ms": 100.0, "peak_mib": 50.0, "matcher_ms": None, "time_ratio_vs_hungarian": 0.5,
+                          "memory_ratio_vs_hungarian": 0.5}}
+    config = dict(form="point", queries=400, instances=50, points=100000, layers=4, batch=2, image_size=1024)
+    bench.write_text(json.dumps({"machine": {"commit": "bcd2345", "host": "vm", "cpu_count": 2, "torch_threads": 2,
+                                             "torch": "2.5", "date": "2026-01-02T03:04:05", "gpu": "NVIDIA H200"},
+                                 "records": [{"device": "cpu", "config": config, "results": cpu},
+                                             {"device": "cuda", "config": config, "results": cpu},
+                                             {"device": "cuda", "config": dict(config, queries=900),
+                                              "skipped": True}]}))
     (ab / "PROVENANCE.md").write_text("a correction")
     out = tmp_path / "docs" / "results.md"
-    page = results_page.main(["--ab", str(ab), "--focus", "influencer", "--screen", str(screen), "--fine-eval", str(ab),
+    page = results_page.main(["--ab", str(ab), "--focus", "influencer=the default", "--screen", str(screen),
+                              "--fine-eval", str(ab), str(hybrid), "--criterion-benchmark", str(bench),
                               "--iteration-cost", str(cost), str(counted), str(synthetic), "--small-model", str(small),
                               "--mask-quality", str(quality), "--output", str(out)])
     assert out.read_text() == page
-    lines = {line.split("**")[1]: line for line in page.splitlines() if line.startswith("* **")}
-    # influencer: 44 / 40 = 110%, reaches 36 at iteration 99 vs 299 -> 0.33x: both met
-    assert "110% of Hungarian's (target ≥ 100%: met)" in lines["influencer"]
-    assert "0.33x Hungarian's iterations (target ≤ 0.7x: met)" in lines["influencer"]
-    assert "50% of Hungarian's (target ≥ 100%: NOT met)" in lines["slow"] and "2 of 2 runs never reach" in lines["slow"]
-    assert ("In short: 1 of 2 arms reach Hungarian's final segm AP (influencer); 1 of 2 reach 90% of it in at "
+    ablations = (tmp_path / "docs" / "ablations.md").read_text()
+    # the results page: Hungarian and the focus arm under its label, no ablation arm
+    lead = page.split("## Iterations to 90%")[0]
+    assert "(Hungarian (`hungarian`), the default (`influencer`))" in lead and "| slow |" not in lead
+    # influencer: 44 / 40 = 110%, reaches 36 at iteration 99 vs 299 -> 0.33x
+    assert "| the default | 44.00 | 110% | 99 | 0.33x |" in page
+    assert ("In short: 1 of 1 arms reach Hungarian's final segm AP (influencer); 1 of 1 reach 90% of it in at "
             "most 0.7x its iterations (influencer); every other arm ends below Hungarian.") in page
+    assert "[ablations.md](ablations.md)" in page and "uses the original formulation" in page
+    # the ablation page: every arm, the same comparison
+    assert "| influencer | 44.00 | 110% | 99 | 0.33x |" in ablations
+    assert "| slow | 20.00 | 50% | never in 2 of 2 runs | – |" in ablations
+    assert ("In short: 1 of 2 arms reach Hungarian's final segm AP (influencer); 1 of 2 reach 90% of it in at "
+            "most 0.7x its iterations (influencer); every other arm ends below Hungarian.") in ablations
     assert "| exclusive | detach_ownership=True | 100 | 0 | abc1234 | 0.500 |" in page
-    # the finer-grid A/B (here the same runs) gets its own section with the same target lines
+    # the finer-grid A/Bs (here the same runs, and the hybrid one) get their own tables and plots
     assert "## Iterations to 90% of Hungarian's final AP, on a finer evaluation grid" in page
-    assert page.count("0.33x Hungarian's iterations (target ≤ 0.7x: met)") == 2
-    assert (tmp_path / "docs" / "results" / "fine_eval" / "ap_vs_iteration.png").is_file()
-    assert "(results/fine_eval/ap_vs_iteration.png)" in page
+    assert page.count("| influencer | 44.00 | 110% | 99 | 0.33x |") == 1
+    # hybrid: 33 / 30 = 110%; 90% of 30 = 27, reached at 49 vs 99 -> 0.49x
+    assert f"### `{hybrid}`" in page and "Each arm against hungarian_hybrid:" in page
+    assert "| influencer_hybrid | 33.00 | 110% | 49 | 0.49x |" in page
+    for folder in ("ab", "hybrid"):
+        assert (tmp_path / "docs" / "results" / "fine_eval" / folder / "ap_vs_iteration.png").is_file()
+        assert f"(results/fine_eval/{folder}/ap_vs_iteration.png)" in page
     assert page.count(f"Corrections to this table, written by hand: `{ab / 'PROVENANCE.md'}`.") == 2
+    assert ablations.count(f"Corrections to this table, written by hand: `{ab / 'PROVENANCE.md'}`.") == 1
+    # the criterion alone: a row per device and criterion, the GPU named, a skipped setting said so
+    assert page.index("## Criterion cost") < page.index("### The criterion alone") < page.index("### A whole")
+    assert "| cpu | vm, 2 CPUs, 2 threads (torch 2.5) | bcd2345 | 2026-01-02 |" in page
+    assert "| cuda | NVIDIA H200 (torch 2.5) | bcd2345 |" in page
+    assert "points, 4 layers, batch 2 | influencer | 100 ms | 0.50x | 50 MiB | 0.50x |" in page
+    assert page.count("skipped (over the memory cap)") == 1
     # share 0.25/3.85 vs 1/4.6, one per COCO measurement; none for the synthetic model's
-    assert page.count("(target ≤ 0.5: met)") == 2 and page.count("its share of the iteration is") == 3
-    assert "3 measurements, each a separate run of the tool" in page
+    assert page.count("(at most half: yes)") == 2 and page.count("its share of the iteration is") == 3
+    assert "| `cost.json` | cpu | ? | COCO R50 | influencer | 0.25x | 0.31x |" in page
+    assert "| `cost_synthetic.json` | cpu | ? | synthetic | influencer |" in page
+    assert "3 measurements, each a separate run of `tools/iteration_cost.py`" in page
     assert page.count("| not counted |") == 2 and "| 10000 |" in page
     assert page.count("it dispatches 2.50x Hungarian's operators") == 2
+    assert "`python tools/iteration_cost.py` — cpu" in page  # recorded before the instruments moved
     assert "| hungarian_seed0 | medium (area <= 0.020) | 4 | 0.500 | 0.750 | 0.625 | - | - | - | 0.25 | 2.5 | - |" in page
     assert "| hungarian_seed0 | large" not in page  # no instances in that tercile
-    assert "## Early training" in page and "| hungarian | 1 | 24 / 49 | – | – | 0.50 / 0.60 | 60.00 |" in page
+    assert "`python tools/mask_quality.py runs/h runs/i`" in page
+    assert "## Early training" in ablations and "| hungarian | 1 | 24 / 49 | – | – | 0.50 / 0.60 | 60.00 |" in ablations
     for name in ("ap_vs_iteration", "assignment_diagnostics"):
         assert (tmp_path / "docs" / "results" / "ab" / f"{name}.png").is_file()
-        assert f"(results/ab/{name}.png)" in page
-    # --focus: the same plots for Hungarian and the named arm, first
-    assert "Hungarian and influencer alone:" in page
-    assert page.index("(results/ab/focus/ap_vs_iteration.png)") < page.index("(results/ab/ap_vs_iteration.png)")
-    assert (tmp_path / "docs" / "results" / "ab" / "focus" / "ap_vs_iteration.png").is_file()
+        assert f"(results/ab/{name}.png)" in ablations
+        assert (tmp_path / "docs" / "results" / "ab" / "focus" / f"{name}.png").is_file()
+        assert f"(results/ab/focus/{name}.png)" in page
+    for text in (page, ablations):  # no process words
+        assert "target" not in text.lower() and "issue" not in text.lower()
+
+
+def test_mask_quality_command_recorded_with_its_path():
+    assert results_page.recorded_command("research/mask_quality.py a b") == "research/mask_quality.py a b"
+    assert results_page.recorded_command("mask_quality.py a b") == "tools/mask_quality.py a b"
 
 
 def test_focus_on_an_arm_the_runs_lack_names_it(tmp_path):
