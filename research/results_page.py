@@ -211,14 +211,19 @@ def screen_section(screen_dir: Path) -> List[str]:
             compare_runs.provenance_table(arms), ""]
 
 
+def table_head(*columns: str) -> List[str]:
+    """A markdown table's header and separator rows."""
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
 def criterion_benchmark_section(paths: List[Path]) -> List[str]:
     """The criterion alone (tools/benchmark_criterion.py): one row per measured configuration and
     criterion, with the machine and commit that measured it."""
     lines = ["### The criterion alone", "",
              "Forward + backward of the criterion on random predictions, every decoder layer (`tools/"
              "benchmark_criterion.py`; Hungarian's time includes its matcher).", "",
-             "| device | machine | commit | date | setting | criterion | time | against Hungarian's | "
-             "peak memory | against Hungarian's |", "|---|---|---|---|---|---|---|---|---|---|"]
+             *table_head("device", "machine", "commit", "date", "setting", "criterion", "time",
+                         "against Hungarian's", "peak memory", "against Hungarian's")]
     for path in paths:
         report = json.loads(path.read_text())
         m = report.get("machine", {})
@@ -321,8 +326,8 @@ def small_model_section(paths: List[Path]) -> List[str]:
              "A variant lists its keywords of the core loss; \"default\" is the core's defaults at the commit "
              "that measured it (reports without one predate 2026-12-03, whose default plan was 10 plain "
              "Sinkhorn steps; it is 40 annealed ones since).", "",
-             "| criterion | variant | steps | seed | commit | mean best-IoU | best-IoU, any query | precision | "
-             "recall | instances with duplicates |", "|---|---|---|---|---|---|---|---|---|---|"]
+             *table_head("criterion", "variant", "steps", "seed", "commit", "mean best-IoU", "best-IoU, any query",
+                         "precision", "recall", "instances with duplicates")]
     for path in paths:
         report = json.loads(path.read_text())
         args = report["args"]
