@@ -164,7 +164,7 @@ def test_hard_owners_resolves_conflicts_by_strongest_claim():
 
 def test_ownership_teaches_the_owner_its_class():
     """An ideal prediction: the owner's class target is its instance's class, the rest 'no object'."""
-    from influencerformer.testing import query_configurations
+    from research.testing import query_configurations
     masks, configs = query_configurations(3, 6)
     logits = torch.zeros(6, C + 1, requires_grad=True)
     labels = torch.tensor([2, 0, 1])

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from influencerformer.diagnostics import assignment_diagnostics, owners, owners_of
-from influencerformer.testing import query_configurations
+from research.testing import query_configurations
 
 
 def test_ideal_and_duplicate_statistics():

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from influencerformer.testing import is_one_to_one, optimise_free_logits, random_instance_masks
+from research.testing import is_one_to_one, optimise_free_logits, random_instance_masks
 
 CASES = [(k, q) for k in (1, 5, 20) for q in sorted({k, 2 * k, 100})]
 
@@ -25,7 +25,7 @@ def test_original_does_not_reach_one_to_one():
 
 
 def test_is_one_to_one_detects_defects():
-    from influencerformer.testing import query_configurations
+    from research.testing import query_configurations
     masks, configs = query_configurations(3, 6)
     assert is_one_to_one(configs["ideal"], masks)
     for name in ("one_duplicate", "merge_two_instances", "split_instance", "background_leak", "covers_90_percent"):
@@ -33,7 +33,7 @@ def test_is_one_to_one_detects_defects():
 
 
 def test_instance_points_only_forgives_a_spare_querys_background_but_not_a_duplicate():
-    from influencerformer.testing import query_configurations
+    from research.testing import query_configurations
     masks, configs = query_configurations(3, 6)
     background = masks.amax(dim=0) == 0
     spare = configs["ideal"].clone()

@@ -6,7 +6,7 @@ import torch
 
 from influencerformer.losses import MaskInfluencerLoss, mask_influencer_loss
 from influencerformer.matching import sinkhorn_ownership
-from influencerformer.testing import DEFECTS, query_configurations
+from research.testing import DEFECTS, query_configurations
 
 SIZES = [(1, 1), (1, 2), (1, 100), (5, 5), (5, 10), (5, 100), (20, 20), (20, 40), (20, 100)]
 
@@ -591,7 +591,7 @@ def test_a_merge_is_a_trap_for_the_plain_plan_not_for_the_default():
     hinge (zero gradient at identical profiles) charges it and the merge stays; with the default
     plan the merger holds half of each, the other halves recruit spare queries, and it ends
     one-to-one (docs/loss.md, "The merge trap")."""
-    from influencerformer.testing import is_one_to_one
+    from research.testing import is_one_to_one
 
     masks, configs = query_configurations(5, 20)
     for plan, resolves in (({}, True), ({"anneal_ownership": False, "sinkhorn_iters": 10}, False)):

@@ -103,13 +103,9 @@ def _run(code):
                           timeout=180)
 
 
-VERIFY = REPO_ROOT / "tools" / "verify_oneformer3d_registry.py"
-
-
-def test_without_mmdet3d_core_and_adapter_import_and_verify_fails():
+def test_without_mmdet3d_core_and_adapter_import_unregistered():
     """One subprocess (torch start-up is slow on small CI machines) where mmdet3d cannot be
-    imported: the core loads no mm* package, the adapter imports unregistered and says why, and
-    the verification command fails with a clear message."""
+    imported: the core loads no mm* package, and the adapter imports unregistered and says why."""
     res = _run(BLOCK_MMDET3D +
                "import influencerformer, influencerformer.criterion, influencerformer.losses\n"
                "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('mmdet3d', 'mmdet', 'mmengine', 'mmcv'))\n"
@@ -117,26 +113,9 @@ def test_without_mmdet3d_core_and_adapter_import_and_verify_fails():
                "import projects.oneformer3d as a\n"
                "print('REGISTERED', a.is_registered())\n"
                "print('ERROR', a.registration_error())\n"
-               "a.OneFormer3DInfluencerCriterion(num_classes=3)\n"
-               "import runpy\n"
-               "sys.argv = ['verify']\n"
-               "try:\n"
-               f"    runpy.run_path({str(VERIFY)!r}, run_name='__main__')\n"
-               "except SystemExit as e:\n"
-               "    print('EXIT', e.code)\n")
+               "a.OneFormer3DInfluencerCriterion(num_classes=3)\n")
     assert res.returncode == 0, res.stderr
     out = res.stdout
     assert "LOADED []" in out
     assert "REGISTERED False" in out
     assert "ERROR mmdet3d is not importable" in out
-    assert "FAIL: InfluencerCriterion is not registered: mmdet3d is not importable" in out
-    assert "EXIT 1" in out
-
-
-def test_verify_script_passes(capsys):
-    mmdet3d_registry_or_skip()
-    import runpy
-
-    main = runpy.run_path(str(VERIFY), run_name="verify_module")["main"]
-    assert main([]) == 0
-    assert "PASS: InfluencerCriterion is registered in the MODELS registry." in capsys.readouterr().out

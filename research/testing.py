@@ -1,6 +1,6 @@
 """Synthetic query-mask configurations: the ideal assignment and its typical defects.
 
-Used by the property tests and ``tools/loss_table.py`` so both score exactly the same cases.
+Used by the property tests and ``research/loss_table.py`` so both score exactly the same cases.
 Instances are disjoint blocks of ``points_per_instance`` points followed by as many background
 points per instance; logits are ``+magnitude`` ("yes") or ``-magnitude`` ("no").
 """

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from tools import compare_runs
+from research import compare_runs
 
 
 def write_run(folder, arm, seed, ap_curve, time_per_iter):

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Does gradient descent reach the one-to-one assignment? Free logits under Adam, no network.
 
-    python tools/loss_landscape.py                               # exclusive defaults, 3 seeds
-    python tools/loss_landscape.py --variant sinkhorn_iters=0 --variant formulation=original
-    python tools/loss_landscape.py --json landscape.json
+    python research/loss_landscape.py                               # exclusive defaults, 3 seeds
+    python research/loss_landscape.py --variant sinkhorn_iters=0 --variant formulation=original
+    python research/loss_landscape.py --json landscape.json
 
 For K in {1, 5, 20}, Q in {K, 2K, 100}, random and symmetric starts (all queries equal up to
 1e-3 noise), optimise (Q, P) logits with Adam and report how many runs end one-to-one: one
@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from influencerformer.testing import is_one_to_one, optimise_free_logits, random_instance_masks  # noqa: E402
+from research.testing import is_one_to_one, optimise_free_logits, random_instance_masks  # noqa: E402
 from tools.provenance import machine_info, write_json  # noqa: E402
 
 

@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """Compare training runs (Influencer vs Hungarian, several seeds) from detectron2's metrics.json.
 
-    python tools/compare_runs.py output/ab/influencer_seed0 output/ab/hungarian_seed0 ... --output docs/results
+    python research/compare_runs.py output/ab/influencer_seed0 output/ab/hungarian_seed0 ... --output docs/results
 
 Each RUN_DIR holds detectron2's ``metrics.json`` (one JSON object per line) and, when written by
-``tools/run_ab.py``, a ``run_info.json`` naming its arm (criterion) and seed; otherwise the arm is
+``research/run_ab.py``, a ``run_info.json`` naming its arm (criterion) and seed; otherwise the arm is
 the folder name without a trailing ``_seed<N>``. Writes PNG plots -- segm AP / AP50 / AP75
 against iteration and against wall-clock time, total and per-term losses, assignment
 diagnostics, each as mean ± spread over seeds -- and ``results.md``: final AP per arm, the
@@ -21,7 +21,7 @@ import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -94,18 +94,23 @@ def mean_spread(values: List[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
-def summary_table(arms: Dict[str, List[Run]], reference: str) -> str:
+def summary_table(arms: Dict[str, List[Run]], reference: str, order: Optional[Sequence[str]] = None,
+                  labels: Optional[Dict[str, str]] = None) -> str:
+    """Final AP per arm and the iterations to 90% of ``reference``'s; rows in ``order`` (default:
+    sorted), each arm shown as ``labels[arm]`` when given."""
+    labels = labels or {}
     ref_final = [r.final("segm/AP") for r in arms.get(reference, [])]
     ref_final = [v for v in ref_final if v is not None]
     target = 0.9 * statistics.mean(ref_final) if ref_final else None
     lines = [f"| arm | runs | final segm AP | AP50 | AP75 | iteration reaching 90% of {reference}'s final AP"
              f"{f' ({target:.2f})' if target is not None else ''} | s / iteration |",
              "|---|---|---|---|---|---|---|"]
-    for arm, runs in sorted(arms.items()):
+    for arm in (order if order is not None else sorted(arms)):
+        runs = arms[arm]
         reach = [r.first_reaching("segm/AP", target) for r in runs] if target is not None else []
         reach_txt = ", ".join("never" if it is None else str(it) for it in reach) or "–"
         spi = [r.seconds_per_iter() for r in runs]
-        lines.append(f"| {arm} | {len(runs)} | {mean_spread([r.final('segm/AP') for r in runs])} | "
+        lines.append(f"| {labels.get(arm, arm)} | {len(runs)} | {mean_spread([r.final('segm/AP') for r in runs])} | "
                      f"{mean_spread([r.final('segm/AP50') for r in runs])} | "
                      f"{mean_spread([r.final('segm/AP75') for r in runs])} | {reach_txt} | "
                      f"{mean_spread(spi) if any(s is not None for s in spi) else '–'} |")
@@ -136,7 +141,7 @@ def diagnostics_table(arms: Dict[str, List[Run]], keys=DIAG_TABLE_KEYS) -> str:
 
 
 def provenance_table(arms: Dict[str, List[Run]]) -> str:
-    """Where each run comes from (``run_info.json`` of tools/run_ab.py): commit, host, threads,
+    """Where each run comes from (``run_info.json`` of research/run_ab.py): commit, host, threads,
     wall time, command."""
     lines = ["| arm | seed | commit | host | threads | wall time | command |", "|---|---|---|---|---|---|---|"]
     for arm, runs in sorted(arms.items()):

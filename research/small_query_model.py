@@ -2,8 +2,8 @@
 """A CPU-sized check that a criterion trains a real query model: same network, same data, same
 schedule, only the criterion differs.
 
-    python tools/small_query_model.py                              # hungarian, original, exclusive
-    python tools/small_query_model.py --criteria exclusive --steps 3000 --json out.json
+    python research/small_query_model.py                              # hungarian, original, exclusive
+    python research/small_query_model.py --criteria exclusive --steps 3000 --json out.json
 
 The model is a small query decoder (conv encoder, learned queries, cross-/self-attention layers
 without masked attention, class and mask-embedding heads, deep supervision); the data are
@@ -11,7 +11,7 @@ without masked attention, class and mask-embedding heads, deep supervision); the
 end it reports, on held-out images: mean best-IoU (each GT's best IoU among the predicted
 objects, 0 if none; and among all queries, whatever their class score), precision and recall at IoU 0.5 (greedy by score), and how many queries
 cover >90% of an instance (duplicates). This is a diagnostic of the loss, not a benchmark of
-the architecture: the real comparison runs Mask2Former (configs/synthetic, tools/run_ab.py).
+the architecture: the real comparison runs Mask2Former (configs/synthetic, research/run_ab.py).
 """
 from __future__ import annotations
 

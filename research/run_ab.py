@@ -2,11 +2,11 @@
 """A/B runner: the arms of a comparison (default: configs/synthetic/{influencer,hungarian}.py) for
 several seeds, identical in everything but what the arm changes.
 
-    python tools/run_ab.py                                       # 2 arms x seeds 0 1 2 -> output/ab
-    python tools/run_ab.py --seeds 0 --parallel 2 train.max_iter=200
-    python tools/run_ab.py --arm hungarian=configs/synthetic/hungarian.py \\
+    python research/run_ab.py                                       # 2 arms x seeds 0 1 2 -> output/ab
+    python research/run_ab.py --seeds 0 --parallel 2 train.max_iter=200
+    python research/run_ab.py --arm hungarian=configs/synthetic/hungarian.py \\
         --arm "excl0.1=configs/synthetic/influencer.py model.criterion.excl_weight=0.1"
-    python tools/run_ab.py ... --compare docs/results/synthetic     # then tools/compare_runs.py
+    python research/run_ab.py ... --compare docs/results/synthetic     # then research/compare_runs.py
 
 Each run is ``tools/train_net.py --config-file CONFIG train.seed=SEED train.output_dir=DIR``
 plus the arm's and the command line's ``key=value`` overrides, in ``OUTPUT/<arm>_seed<SEED>``,
@@ -158,7 +158,7 @@ def main(argv=None) -> int:
                         help="torch threads per run (default: CPU count / --parallel)")
     parser.add_argument("--force", action="store_true", help="delete and rerun runs that already exist")
     parser.add_argument("--compare", type=Path, metavar="DIR",
-                        help="afterwards, run tools/compare_runs.py on every run into DIR")
+                        help="afterwards, run research/compare_runs.py on every run into DIR")
     parser.add_argument("--train-script", type=Path, default=REPO_ROOT / "tools" / "train_net.py",
                         help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="overrides applied to every arm")
@@ -209,7 +209,7 @@ def main(argv=None) -> int:
                   f"final segm AP {'-' if ap is None else f'{ap:.2f}'} -> {run.out_dir}", flush=True)
     if args.compare:
         dirs = [str(output / f"{a.name}_seed{s}") for s in args.seeds for a in arms]
-        cmd = [sys.executable, str(REPO_ROOT / "tools" / "compare_runs.py"), *dirs, "--output", str(args.compare),
+        cmd = [sys.executable, str(REPO_ROOT / "research" / "compare_runs.py"), *dirs, "--output", str(args.compare),
                "--reference", "hungarian" if "hungarian" in names else names[-1]]
         failed += subprocess.run(cmd, cwd=REPO_ROOT).returncode != 0
     return 1 if failed else 0

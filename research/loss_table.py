@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Score the ideal assignment and its typical defects under both loss formulations.
 
-    python tools/loss_table.py                    # K = 4 instances, Q = 20 queries, logits +-8
-    python tools/loss_table.py --instances 20 --queries 100 --json table.json
+    python research/loss_table.py                    # K = 4 instances, Q = 20 queries, logits +-8
+    python research/loss_table.py --instances 20 --queries 100 --json table.json
 
 Prints a markdown table (lower is better); the ideal must be the lowest row for a formulation
 whose minimum is the one-to-one assignment.
@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from influencerformer.losses import FORMULATIONS, mask_influencer_loss  # noqa: E402
-from influencerformer.testing import query_configurations  # noqa: E402
+from research.testing import query_configurations  # noqa: E402
 from tools.provenance import write_json  # noqa: E402
 
 

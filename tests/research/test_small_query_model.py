@@ -2,7 +2,7 @@ import json
 
 import torch
 
-from tools import small_query_model
+from research import small_query_model
 
 
 def test_draw_batch_is_deterministic_and_consistent():

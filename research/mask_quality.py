@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Mask quality of trained runs, per instance size: why one criterion's AP trails another's.
 
-    python tools/mask_quality.py output/ab/hungarian_seed0 output/ab/influencer_seed0 --json out.json
+    python research/mask_quality.py output/ab/hungarian_seed0 output/ab/influencer_seed0 --json out.json
 
 For every GT instance of the first ``--images`` images of the test dataset (mapped with the
 training mapper without augmentation, so the GT masks come along; the same images for every run)
@@ -234,7 +234,7 @@ def main(argv=None) -> Dict:
     results = {name: summarise(rows, bounds, len(inputs), confident, queries)
                for name, (rows, confident, queries) in per_run.items()}
     print(format_table({Path(k).name: v for k, v in results.items()}))
-    report = {"command": " ".join(["mask_quality.py"] + (argv if argv is not None else sys.argv[1:])),
+    report = {"command": " ".join(["research/mask_quality.py"] + (argv if argv is not None else sys.argv[1:])),
               "images": len(inputs), "confident": args.confident, "edge_width": args.edge_width,
               "size_boundaries": bounds,
               "machine": machine_info(), "results": results}

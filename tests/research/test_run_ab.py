@@ -1,10 +1,10 @@
-"""tools/run_ab.py end to end with a stand-in training script (the real one needs detectron2;
+"""research/run_ab.py end to end with a stand-in training script (the real one needs detectron2;
 tests/d2/test_d2_ab.py runs it)."""
 import json
 
 import pytest
 
-from tools import run_ab
+from research import run_ab
 
 FAKE_TRAIN = '''
 import json, os, sys

@@ -1,9 +1,9 @@
-"""tools/mask_quality.py: the per-instance statistics (framework-free parts; the run loading
+"""research/mask_quality.py: the per-instance statistics (framework-free parts; the run loading
 is exercised end to end by tests/d2/test_d2_train_net.py)."""
 import pytest
 import torch
 
-from tools import mask_quality
+from research import mask_quality
 
 
 def test_instance_rows_take_the_best_confident_query():
