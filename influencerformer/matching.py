@@ -188,6 +188,15 @@ def sinkhorn_plan(scores: Tensor, log_row: Tensor, log_col: Tensor, temperature:
     return log_plan
 
 
+def check_queries_per_instance(queries_per_instance: float, num_iters: int) -> None:
+    """A plan's queries per instance m must be >= 1, and m > 1 needs Sinkhorn iterations."""
+    if not queries_per_instance >= 1.0:
+        raise ValueError(f"queries_per_instance must be >= 1 (1: one query per instance); got {queries_per_instance}")
+    if queries_per_instance != 1.0 and num_iters <= 0:
+        raise ValueError("queries_per_instance > 1 needs Sinkhorn iterations (num_iters > 0): a softmax over "
+                         "queries cannot give an instance more than one query")
+
+
 def sinkhorn_ownership(claims: Tensor, dustbin: Tensor, temperature: float, num_iters: int,
                        anneal: bool = True, queries_per_instance: float = 1.0) -> Tensor:
     """The ownership plan of one image: (K, Q) claim scores and a (Q,) dustbin score per query
@@ -199,11 +208,7 @@ def sinkhorn_ownership(claims: Tensor, dustbin: Tensor, temperature: float, num_
     if claims.dim() != 2 or dustbin.shape != (claims.shape[1],):
         raise ValueError(f"claims must be (K, Q) and the dustbin (Q,); got {tuple(claims.shape)} and "
                          f"{tuple(dustbin.shape)}")
-    if not queries_per_instance >= 1.0:
-        raise ValueError(f"queries_per_instance must be >= 1 (1: one query per instance); got {queries_per_instance}")
-    if queries_per_instance != 1.0 and num_iters <= 0:
-        raise ValueError("queries_per_instance > 1 needs Sinkhorn iterations (num_iters > 0): a softmax over "
-                         "queries cannot give an instance more than one query")
+    check_queries_per_instance(queries_per_instance, num_iters)
     num_inst, num_queries = claims.shape
     log_row, log_col, _ = plan_marginals(claims.new_ones(1, num_inst, dtype=torch.bool),
                                          claims.new_ones(1, num_queries, dtype=torch.bool), queries_per_instance)
@@ -276,5 +281,6 @@ class SinkhornAssigner(nn.Module):
                 f"detach={self.detach}")
 
 
-__all__ = ["HungarianMatcher", "SinkhornAssigner", "assignment_matrix", "plan_marginals", "sinkhorn_ownership",
+__all__ = ["HungarianMatcher", "SinkhornAssigner", "assignment_matrix", "check_queries_per_instance", "plan_marginals",
+           "sinkhorn_ownership",
            "sinkhorn_plan", "PADDING_LOG_MASS"]

@@ -10,7 +10,7 @@ from influencerformer.criterion.base import (LayerPredictions, SetCriterionBase,
                                              binary_mask_iou, objectness_loss, stack_queries)
 from influencerformer.losses.influencer import (InfluencerPotentials, hard_owners, mask_statistics, owner_losses,
                                                point_targets)
-from influencerformer.matching import SinkhornAssigner, plan_marginals
+from influencerformer.matching import SinkhornAssigner, check_queries_per_instance, plan_marginals
 from influencerformer.point_sampling import point_sample, shared_point_coords
 from influencerformer.targets import PaddedTargets
 
@@ -72,16 +72,15 @@ class InfluencerCriterion(SetCriterionBase):
             raise ValueError(f"importance_sample_ratio must be in [0, 1); got {importance_sample_ratio}")
         if oversample_ratio < 1:
             raise ValueError(f"oversample_ratio must be >= 1; got {oversample_ratio}")
-        if not queries_per_instance >= 1.0:
-            raise ValueError(f"queries_per_instance must be >= 1 (1: one query per instance); got {queries_per_instance}")
         if queries_per_instance_iters < 0:
             raise ValueError(f"queries_per_instance_iters must be >= 0; got {queries_per_instance_iters}")
         self.assigner = assigner if assigner is not None else SinkhornAssigner()
         self.potentials = potentials
         self.original = potentials is not None and potentials.formulation == "original"
-        if queries_per_instance != 1.0 and (self.original or self.assigner.num_iters <= 0):
-            raise ValueError("queries_per_instance > 1 (a one-to-few plan) needs the Sinkhorn assigner with "
-                             "num_iters > 0 and the exclusive formulation")
+        check_queries_per_instance(queries_per_instance, self.assigner.num_iters)
+        if queries_per_instance != 1.0 and self.original:
+            raise ValueError("queries_per_instance > 1 (a one-to-few plan) needs the exclusive formulation: the "
+                             "original has no ownership plan")
         self.importance_sample_ratio = importance_sample_ratio
         self.oversample_ratio = oversample_ratio
         self.queries_per_instance = queries_per_instance

@@ -375,11 +375,7 @@ def mask_influencer_loss(
     if not exclusive and (bce_weight or dice_weight or queries_per_instance != 1.0 or ownership_bias is not None):
         raise ValueError("bce_weight, dice_weight, queries_per_instance and ownership_bias need "
                          f"formulation='exclusive' (the original has no ownership plan); got {formulation!r}")
-    if not queries_per_instance >= 1.0:
-        raise ValueError(f"queries_per_instance must be >= 1 (1: one query per instance); got {queries_per_instance}")
-    if queries_per_instance != 1.0 and sinkhorn_iters <= 0:
-        raise ValueError("queries_per_instance > 1 needs Sinkhorn iterations: a softmax over queries cannot "
-                         "give an instance more than one query")
+    matching.check_queries_per_instance(queries_per_instance, sinkhorn_iters)
     assigner = matching.SinkhornAssigner(0.0, 0.0, 0.0, temperature, sinkhorn_iters, anneal_ownership, detach_ownership)
     batched = not isinstance(mask_logits, Tensor)
     logits_list = list(mask_logits) if batched else [mask_logits]
