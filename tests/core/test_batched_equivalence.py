@@ -140,3 +140,28 @@ def test_undetached_plan_gradient_in_float64():
         grads.append(torch.autograd.grad(loss_fn(z, masks, **flags)["loss"], z)[0])
     assert grads[0].abs().sum() > 0
     assert ((grads[0] - grads[1]).norm() / grads[0].norm()).item() < 1e-7
+
+
+@pytest.mark.parametrize("form", ["dense", "point"])
+def test_hungarian_baseline_is_unchanged(form):
+    """The control of every comparison: the Hungarian criterion on the padded targets and batched
+    class / objectness terms gives the per-image code's values and gradients, summed over layers
+    (same seed: the same random points, drawn in the same order)."""
+    from influencerformer.criterion import HungarianCriterion
+    from influencerformer.matching import HungarianMatcher as Matcher
+    from legacy import hungarian as legacy_hungarian
+
+    gen = torch.Generator().manual_seed(1)
+    outputs, targets = dense_inputs(gen) if form == "dense" else point_inputs(gen)
+    weights = {"loss_ce": 2.0, "loss_mask": 5.0, "loss_dice": 5.0, "loss_score": 0.5}
+    legacy = legacy_hungarian.HungarianCriterion(C, Matcher(num_points=500), weights, num_points=500)
+    batched = HungarianCriterion(C, Matcher(num_points=500), weights, num_points=500)
+    torch.manual_seed(7)
+    old_total, old_grads = total_and_grads(legacy, outputs, targets)
+    torch.manual_seed(7)
+    new_total, new_grads = total_and_grads(batched, outputs, targets)
+    assert new_total.item() == pytest.approx(old_total.item(), rel=1e-5)
+    for old, new in zip(old_grads, new_grads):
+        assert ((old - new).norm() / old.norm().clamp(min=1e-12)).item() < 1e-5
+    for old, new in zip(legacy.last_assignments, batched.last_assignments):
+        assert torch.equal(old, new)
