@@ -12,7 +12,8 @@ sizes -- split into: network forward, criterion forward, criterion backward (gra
 the network's outputs), network backward, optimiser step (with the config's gradient clipping).
 Round-robin over the configs, median over iterations; CUDA is synchronised between phases.
 Also counts the operators one criterion forward + backward dispatches (``criterion ops``): on a
-GPU most are a kernel launch each, whose host cost the timings of a CPU run do not show.
+GPU most are a kernel launch each, whose host cost the timings of a CPU run do not show. A hybrid
+config's one-to-many criterion counts as part of the criterion.
 Needs detectron2 (the COCO model's backbone).
 """
 from __future__ import annotations
@@ -105,8 +106,16 @@ class Arm:
                 self.times[phase].append(end - start)
 
     def weighted_loss(self, outputs, targets: List[Dict]) -> torch.Tensor:
-        losses = self.criterion(outputs, targets)
-        return sum(self.criterion.weight_dict[k] * v for k, v in losses.items())
+        """The criterion's weighted loss, plus the one-to-many group's (hybrid configs) when the model has one."""
+        pairs = [(self.criterion, outputs)]
+        group_criterion = getattr(self.model, "criterion_one_to_many", None)
+        if group_criterion is not None:
+            pairs.append((group_criterion, outputs["one_to_many"]))
+        total = 0.0
+        for criterion, layer_outputs in pairs:
+            losses = criterion(layer_outputs, targets)
+            total = total + sum(criterion.weight_dict[k] * v for k, v in losses.items())
+        return total
 
     def criterion_ops(self, images: torch.Tensor, targets: List[Dict]) -> int:
         """Operators one criterion forward + backward (to the network's outputs) dispatches."""

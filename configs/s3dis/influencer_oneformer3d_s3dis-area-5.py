@@ -12,7 +12,7 @@ model = dict(
     criterion=dict(
         inst_criterion=dict(
             _delete_=True,
-            type='InfluencerCriterion',
+            type='OneFormer3DInfluencerCriterion',
             num_classes={{_base_.num_instance_classes}},
             # [classification, influencer mask loss, objectness]: the baseline's class and
             # objectness weights; the influencer term takes the place of BCE + dice.

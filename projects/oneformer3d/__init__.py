@@ -2,7 +2,7 @@
 
 Importing this package (e.g. through ``custom_imports = dict(imports=['projects.oneformer3d'])``
 in an mmengine config) registers :class:`OneFormer3DInfluencerCriterion` as
-``InfluencerCriterion`` in mmdet3d's ``MODELS`` registry when mmdet3d is importable. Without
+``OneFormer3DInfluencerCriterion`` in mmdet3d's ``MODELS`` registry when mmdet3d is importable. Without
 mmdet3d the class is still usable directly; ``REGISTRATION_ERROR`` says why it is unregistered.
 """
 from .criterion import OneFormer3DInfluencerCriterion

@@ -88,7 +88,7 @@ DEFAULT_POTENTIALS = dict(exclusion="owned")
 
 class OneFormer3DInfluencerCriterion:
     """Drop-in replacement for OneFormer3D's ``InstanceCriterion`` (registered as
-    ``InfluencerCriterion`` in mmdet3d's ``MODELS``).
+    ``OneFormer3DInfluencerCriterion`` in mmdet3d's ``MODELS``; the core's class is ``InfluencerCriterion``).
 
     Args:
         num_classes: number of instance classes (the "no object" class is index ``num_classes``).

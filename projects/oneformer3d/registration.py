@@ -10,7 +10,7 @@ from typing import Any, Optional
 from .criterion import OneFormer3DInfluencerCriterion
 
 #: The ``type`` used in OneFormer3D configs.
-REGISTERED_NAME = "InfluencerCriterion"
+REGISTERED_NAME = "OneFormer3DInfluencerCriterion"
 
 #: Why the import-time registration did not happen (``None`` when it did).
 REGISTRATION_ERROR: Optional[str] = None
@@ -29,7 +29,7 @@ def _qualified(obj: Any) -> str:
 
 
 def register(registry: Any = None) -> Any:
-    """Register :class:`OneFormer3DInfluencerCriterion` as ``InfluencerCriterion``.
+    """Register :class:`OneFormer3DInfluencerCriterion` under its own name.
 
     Idempotent (also across a module reload). Another class already registered under that name
     is an error, not silently replaced. Returns the registry used.

@@ -73,7 +73,7 @@ def without(cfg_dict, *paths):
 def check_pair(baseline_rel, influencer_rel, num_classes, objectness):
     base, infl = load(baseline_rel), load(influencer_rel)
     crit = infl.model.criterion.inst_criterion
-    assert crit.type == "InfluencerCriterion"
+    assert crit.type == "OneFormer3DInfluencerCriterion"
     assert "matcher" not in crit and "fix_dice_loss_weight" not in crit
     assert crit.num_classes == num_classes == base.num_instance_classes
     assert len(crit.loss_weight) == (3 if objectness else 2)

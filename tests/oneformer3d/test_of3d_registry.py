@@ -14,7 +14,7 @@ from of3d_helpers import (REPO_ROOT, blob_masks, instance_data, mmdet3d_build_sc
 import projects.oneformer3d as adapter
 from projects.oneformer3d import OneFormer3DInfluencerCriterion
 
-CFG = dict(type="InfluencerCriterion", num_classes=13, loss_weight=[0.5, 1.0, 0.5], non_object_weight=0.05,
+CFG = dict(type="OneFormer3DInfluencerCriterion", num_classes=13, loss_weight=[0.5, 1.0, 0.5], non_object_weight=0.05,
            potentials=dict(attr_weight=1.0, rep_weight=1.0, bg_weight=0.1), assigner=dict(temperature=0.5),
            iter_matcher=True)
 
@@ -43,11 +43,11 @@ def _call(crit):
 def test_import_registers_in_mmdet3d_models():
     models = mmdet3d_registry_or_skip()
     assert adapter.registration_error() is None
-    assert models.module_dict["InfluencerCriterion"] is OneFormer3DInfluencerCriterion
+    assert models.module_dict["OneFormer3DInfluencerCriterion"] is OneFormer3DInfluencerCriterion
     assert adapter.is_registered()
     # idempotent: registering again (a second import / reload) is not an error
     adapter.register(models)
-    assert models.module_dict["InfluencerCriterion"] is OneFormer3DInfluencerCriterion
+    assert models.module_dict["OneFormer3DInfluencerCriterion"] is OneFormer3DInfluencerCriterion
 
 
 def test_build_from_config_dict_through_mmdet3d_registry():
@@ -70,7 +70,7 @@ def test_build_under_mmdet3d_default_scope():
         with DefaultScope.overwrite_default_scope("mmdet3d"):  # restores the scope state afterwards
             assert DefaultScope.get_current_instance().scope_name == "mmdet3d"
             crit = ROOT_MODELS.build(dict(CFG))
-            scoped = ROOT_MODELS.build(dict(CFG, type="mmdet3d.InfluencerCriterion"))
+            scoped = ROOT_MODELS.build(dict(CFG, type="mmdet3d.OneFormer3DInfluencerCriterion"))
     assert isinstance(crit, OneFormer3DInfluencerCriterion)
     assert isinstance(scoped, OneFormer3DInfluencerCriterion)
 
@@ -87,7 +87,7 @@ def test_name_clash_with_another_class_is_an_error():
 
     probe = Registry("of3d_probe")
 
-    @probe.register_module(name="InfluencerCriterion")
+    @probe.register_module(name="OneFormer3DInfluencerCriterion")
     class Other:  # noqa: D401 - a stand-in
         pass
 
@@ -95,7 +95,7 @@ def test_name_clash_with_another_class_is_an_error():
         adapter.register(probe)
     fresh = Registry("of3d_probe_fresh")
     adapter.register(fresh)
-    assert fresh.get("InfluencerCriterion") is OneFormer3DInfluencerCriterion
+    assert fresh.get("OneFormer3DInfluencerCriterion") is OneFormer3DInfluencerCriterion
 
 
 def _run(code):

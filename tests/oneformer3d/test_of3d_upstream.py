@@ -39,7 +39,7 @@ def seg_loss_cfg():
     return {"seg_loss": dict(type="OF3DTestSegLoss")}
 
 
-INFLUENCER = dict(type="InfluencerCriterion", num_classes=N_INST_CLS, loss_weight=[0.5, 1.0, 0.5],
+INFLUENCER = dict(type="OneFormer3DInfluencerCriterion", num_classes=N_INST_CLS, loss_weight=[0.5, 1.0, 0.5],
                   non_object_weight=0.05, potentials=dict(bg_weight=0.1), iter_matcher=True)
 HUNGARIAN = dict(type="InstanceCriterion",
                  matcher=dict(type="HungarianMatcher", costs=[dict(type="QueryClassificationCost", weight=0.5),
@@ -157,7 +157,7 @@ def test_scannet_unified_criterion_without_objectness_and_with_query_masks(upstr
         unified = models.build(dict(
             type="ScanNetUnifiedCriterion", num_semantic_classes=n_sem,
             sem_criterion=dict(type="ScanNetSemanticCriterion", ignore_index=n_sem, loss_weight=0.2),
-            inst_criterion=dict(type="InfluencerCriterion", num_classes=n_cls, loss_weight=[0.5, 1.0],
+            inst_criterion=dict(type="OneFormer3DInfluencerCriterion", num_classes=n_cls, loss_weight=[0.5, 1.0],
                                 non_object_weight=0.1, iter_matcher=True)))
     losses = unified(pred, insts)
     assert set(losses) == {"inst_loss", "seg_loss"}
