@@ -221,9 +221,12 @@ def criterion_benchmark_section(paths: List[Path]) -> List[str]:
     criterion, with the machine and commit that measured it."""
     lines = ["### The criterion alone", "",
              "Forward + backward of the criterion on random predictions, every decoder layer (`tools/"
-             "benchmark_criterion.py`; Hungarian's time includes its matcher).", "",
+             "benchmark_criterion.py`; Hungarian's time includes its matcher). Operators: those one step "
+             "dispatches that compute something (about one kernel launch each on a GPU) / those that read "
+             "device memory back to the host; counted since the batched criterion (a CPU profile does not "
+             "see Hungarian's copies of its cost matrices to the host).", "",
              *table_head("device", "machine", "commit", "date", "setting", "criterion", "time",
-                         "against Hungarian's", "peak memory", "against Hungarian's")]
+                         "against Hungarian's", "operators / host syncs", "peak memory", "against Hungarian's")]
     for path in paths:
         report = json.loads(path.read_text())
         m = report.get("machine", {})
@@ -238,14 +241,15 @@ def criterion_benchmark_section(paths: List[Path]) -> List[str]:
             prefix = f"| {device} | {machine} (torch {m.get('torch', '?')}) | {m.get('commit', '?')} | " \
                      f"{m.get('date', '?')[:10]} | {setting} |"
             if record.get("skipped"):
-                lines.append(f"{prefix} – | skipped (over the memory cap) | | | |")
+                lines.append(f"{prefix} – | skipped (over the memory cap) | | | | |")
                 continue
             for name, r in record["results"].items():
                 time_ratio = r.get("time_ratio_vs_hungarian")
                 mem_ratio = r.get("memory_ratio_vs_hungarian")
                 peak = r.get("peak_mib")
+                ops = f"{r['ops']} / {r['syncs']}" if "ops" in r else "–"
                 lines.append(f"{prefix} {name} | {r['ms']:.0f} ms | {'–' if time_ratio is None else f'{time_ratio:.2f}x'}"
-                             f" | {'–' if peak is None else f'{peak:.0f} MiB'} | "
+                             f" | {ops} | {'–' if peak is None else f'{peak:.0f} MiB'} | "
                              f"{'–' if mem_ratio is None else f'{mem_ratio:.2f}x'} |")
     return lines + [""]
 

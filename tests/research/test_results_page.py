@@ -53,7 +53,7 @@ def test_page_from_artefacts(tmp_path):
     bench = tmp_path / "bench.json"
     cpu = {"hungarian": {"ms": 200.0, "peak_mib": 100.0, "matcher_ms": 120.0},
            "influencer": {"ms": 100.0, "peak_mib": 50.0, "matcher_ms": None, "time_ratio_vs_hungarian": 0.5,
-                          "memory_ratio_vs_hungarian": 0.5}}
+                          "memory_ratio_vs_hungarian": 0.5, "ops": 383, "syncs": 0}}
     config = dict(form="point", queries=400, instances=50, points=100000, layers=4, batch=2, image_size=1024)
     bench.write_text(json.dumps({"machine": {"commit": "bcd2345", "host": "vm", "cpu_count": 2, "torch_threads": 2,
                                              "torch": "2.5", "date": "2026-01-02T03:04:05", "gpu": "NVIDIA H200"},
@@ -98,7 +98,8 @@ def test_page_from_artefacts(tmp_path):
     assert page.index("## Criterion cost") < page.index("### The criterion alone") < page.index("### A whole")
     assert "| cpu | vm, 2 CPUs, 2 threads (torch 2.5) | bcd2345 | 2026-01-02 |" in page
     assert "| cuda | NVIDIA H200 (torch 2.5) | bcd2345 |" in page
-    assert "points, 4 layers, batch 2 | influencer | 100 ms | 0.50x | 50 MiB | 0.50x |" in page
+    assert "points, 4 layers, batch 2 | influencer | 100 ms | 0.50x | 383 / 0 | 50 MiB | 0.50x |" in page
+    assert "points, 4 layers, batch 2 | hungarian | 200 ms | – | – | 100 MiB | – |" in page  # older files: no counts
     assert page.count("skipped (over the memory cap)") == 1
     # share 0.25/3.85 vs 1/4.6, one per COCO measurement; none for the synthetic model's
     assert page.count("(at most half: yes)") == 2 and page.count("its share of the iteration is") == 3
