@@ -1,7 +1,5 @@
 """The README is the first thing a user runs: its commands and its code must be true."""
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]

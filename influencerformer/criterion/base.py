@@ -148,12 +148,8 @@ def binary_mask_iou(point_logits: Tensor | Sequence[Tensor], point_targets: Tens
     q_max = max(z.shape[1] for z in point_logits)
     ious = []
     for b, z in enumerate(point_logits):
-        layers, queries, points = z.shape
-        pred = (z > 0).to(point_targets.dtype)
-        gt = (point_targets[b, :, :points] > 0.5).to(point_targets.dtype)  # (K, P_b)
-        inter = (pred.reshape(layers * queries, points) @ gt.transpose(0, 1)).view(layers, queries, -1)
-        union = gt.sum(-1) + pred.sum(-1)[..., None] - inter
-        ious.append(F.pad((inter / union.clamp(min=1e-6)).transpose(-1, -2), (0, q_max - queries)))
+        gt = (point_targets[b, :, : z.shape[-1]] > 0.5).to(point_targets.dtype)  # (K, P_b)
+        ious.append(F.pad(mask_iou(z, gt[None]), (0, q_max - z.shape[1])))  # (L, K, Q_b) -> (L, K, Q_pad)
     return torch.stack(ious)
 
 

@@ -24,7 +24,6 @@ unless ``--force`` is given.
 from __future__ import annotations
 
 import argparse
-import os
 import pickle
 import sys
 from dataclasses import dataclass, field
