@@ -17,6 +17,18 @@ from torch import Tensor
 DEFAULT_PAD_TO = 8
 
 
+def prefix_mask(lengths: Sequence[int], size: int, device: torch.device | str) -> Tensor:
+    """(N, size) bool, True at ``[n, :lengths[n]]``: which entries of N padded rows are real.
+
+    Built with one fill per row, never from a host tensor: a host-to-device copy of the lengths
+    would be a host synchronisation on a GPU and cannot be captured in a CUDA graph."""
+    mask = torch.zeros(len(lengths), size, dtype=torch.bool, device=device)
+    for row, length in enumerate(lengths):
+        if length:
+            mask[row, :length] = True
+    return mask
+
+
 class PaddedTargets(NamedTuple):
     """Labels and masks of B images, padded to K_pad instances.
 
@@ -101,9 +113,9 @@ def pad_targets(targets: Sequence[Mapping], point_form: bool, mask_shapes: Optio
         if k:
             labels[b, :k] = tgt["labels"]
             masks[b, :k, ..., : tgt["masks"].shape[-1]] = tgt["masks"]
-    present = torch.arange(k_pad, device=device)[None, :] < torch.tensor(counts, device=device)[:, None]
+    present = prefix_mask(counts, k_pad, device)
     if point_form:
-        point_valid = torch.arange(size[0], device=device)[None, :] < torch.tensor(num_points, device=device)[:, None]
+        point_valid = prefix_mask(num_points, size[0], device)
     else:
         point_valid = present.new_zeros(len(targets), 0)
     return PaddedTargets(labels, masks, present, point_valid)

@@ -3,9 +3,10 @@
 
 Forward + backward time (median of repeated runs after warm-up, round-robin over the criteria),
 the operators one forward + backward dispatches (``ops``: about one kernel launch each on a GPU)
-and the host-synchronising ones among them (``syncs``: ``.item()``, ``nonzero`` and the like), on
-identical structured inputs -- GT masks as blobs, predictions as noisy shuffled copies -- with the
-Hungarian matcher's own share broken out. Dense inputs (2D, 12,544 sampled points, Mask2Former's
+and the host-synchronising ones among them (``syncs``: ``.item()``, ``nonzero`` and the like; on
+CUDA also ``cuda_syncs``, every synchronisation CUDA's sync debug mode reports), on identical
+structured inputs -- GT masks as blobs, predictions as noisy shuffled copies -- with the Hungarian
+matcher's own share broken out. Dense inputs (2D, 12,544 sampled points, Mask2Former's
 1/4-resolution mask logits) and point-form inputs (3D).
 
     python tools/benchmark_criterion.py                      # the two target scales
@@ -175,6 +176,24 @@ def count_ops_and_syncs(fn) -> Dict[str, int]:
     return {"ops": ops, "syncs": syncs}
 
 
+def count_cuda_syncs(fn) -> int:
+    """Host synchronisations one ``fn()`` makes on a CUDA device, as CUDA's own sync debug mode
+    reports them: reads back (``.item()``, ``nonzero``), but also the blocking host-to-device
+    copies and device-to-host copies (a matcher's cost matrices) that a CPU profile cannot see."""
+    import warnings
+
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+    return sum(1 for w in caught if "synchroniz" in str(w.message))
+
+
 class ModuleTimer:
     """Accumulates the wall time of a module's forward calls (synchronising CUDA around them)."""
 
@@ -257,6 +276,7 @@ def graph_step(crit, outputs, targets, params, point_form: bool):
     targets into the graph's static buffers and replays it."""
     shapes = [tuple(m.shape) for m in outputs["pred_masks"]] if point_form else None
     static = pad_targets(targets, point_form, shapes)
+    crit._value_checks_left = 0  # the first calls' value checks read back: not capturable
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):  # warm-up off the capture stream (lazy initialisation, workspaces)
@@ -282,16 +302,29 @@ def measure(cfg: Config, device: torch.device, repeats: int, warmup: int, compil
     matcher_timers = {}
     for name, crit in criteria.items():
         crit.to(device)
+        crit._value_checks_left = 0  # the steady state: value checks run in a criterion's first calls only
         if isinstance(crit, HungarianCriterion):
             matcher_timers[name] = ModuleTimer(crit.matcher, device)
     steps = {name: (lambda crit=crit: weighted_backward(crit, outputs, targets, params))
              for name, crit in criteria.items()}
     point_form = cfg.form == "point"
+    failed: Dict[str, str] = {}
+    arms = []
     if compile_arm:
-        steps["influencer_compiled"] = padded_step(criteria["influencer"], outputs, targets, params, point_form)
+        arms.append(("influencer_compiled", lambda: padded_step(criteria["influencer"], outputs, targets, params,
+                                                                point_form)))
     if graph_arm and device.type == "cuda":
-        steps["influencer_graph"] = graph_step(criteria["influencer"], outputs, targets, params, point_form)
-    for _ in range(max(warmup, 1 if compile_arm else 0)):
+        arms.append(("influencer_graph", lambda: graph_step(criteria["influencer"], outputs, targets, params,
+                                                            point_form)))
+    for name, build in arms:  # an arm that cannot be built or run is reported, the others still measured
+        try:
+            step = build()
+            step()  # compiles on the first call
+            steps[name] = step
+        except Exception as error:  # noqa: BLE001 -- reported in the results
+            failed[name] = f"{type(error).__name__}: {str(error)[:500]}"
+            print(f"{cfg.label()}: {name} failed: {failed[name]}", file=sys.stderr, flush=True)
+    for _ in range(warmup):
         for step in steps.values():
             step()
     times = {name: [] for name in steps}
@@ -315,12 +348,15 @@ def measure(cfg: Config, device: torch.device, repeats: int, warmup: int, compil
     results = {name: {"ms": 1e3 * statistics.median(times[name]), "peak_mib": peaks.get(name),
                       "matcher_ms": 1e3 * statistics.median(matcher_times[name]) if name in matcher_times else None}
                for name in steps}
-    for crit in criteria.values():
-        crit._value_checks_left = 0  # count the steady state, not the first calls' value checks
     for name in criteria:  # eager arms: what one step dispatches (a graph replay dispatches nothing)
         results[name].update(count_ops_and_syncs(steps[name]))
+        if device.type == "cuda":
+            results[name]["cuda_syncs"] = count_cuda_syncs(steps[name])
+    results.update({name: {"failed": why} for name, why in failed.items()})
     base = results["hungarian"]
     for name, res in results.items():
+        if "failed" in res:
+            continue
         res["time_ratio_vs_hungarian"] = res["ms"] / base["ms"]
         hp, ip = base["peak_mib"], res["peak_mib"]
         res["memory_ratio_vs_hungarian"] = ip / hp if hp and ip is not None else None
@@ -348,7 +384,12 @@ def format_rows(device: str, cfg: Config, res: Dict[str, dict]) -> List[str]:
     share = f"{100 * h['matcher_ms'] / h['ms']:.0f}%" if h["matcher_ms"] is not None else "n/a"
     rows = []
     for name, r in res.items():
+        if "failed" in r:
+            rows.append(f"| {device} | {cfg.label()} | {name} | failed: {r['failed'][:120]} | | | | |")
+            continue
         ops = f"{r['ops']} / {r['syncs']}" if "ops" in r else "(graph)"
+        if "cuda_syncs" in r:
+            ops += f" ({r['cuda_syncs']} CUDA)"
         mem = f"{r['peak_mib']:.0f}" if r["peak_mib"] is not None else "n/a"
         extra = f"matcher {h['matcher_ms']:.1f} ms ({share})" if name == "hungarian" else ""
         rows.append(f"| {device} | {cfg.label()} | {name} | {r['ms']:.1f} | {r['time_ratio_vs_hungarian']:.2f}x | "
@@ -401,10 +442,10 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
             res = measure(cfg, device, args.repeats, args.warmup, args.compile, args.cuda_graph)
             print("\n".join(format_rows(device.type, cfg, res)), flush=True)
             records.append({"device": device.type, "config": asdict(cfg), "results": res})
+            if args.json:  # after every configuration: a run stopped later keeps what it measured
+                write_json(args.json, {"machine": machine_info(devices), "repeats": args.repeats,
+                                       "warmup": args.warmup, "records": records})
     if args.json:
-        payload = {"machine": machine_info(devices), "repeats": args.repeats, "warmup": args.warmup,
-                   "records": records}
-        write_json(args.json, payload)
         print(f"wrote {args.json}")
     return records
 

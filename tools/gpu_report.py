@@ -1,21 +1,24 @@
 #!/usr/bin/env python
 """One command for whoever has a GPU: the criterion's cost against Hungarian's, three ways.
 
-    python tools/gpu_report.py --out docs/benchmarks/gpu_report      # on a CUDA machine, ~6 minutes
+    python tools/gpu_report.py --out docs/benchmarks/gpu_report      # on a CUDA machine
+    python tools/gpu_report.py --out DIR --budget-s 480              # what fits in 8 minutes
 
-Runs, each in its own process with a time limit (a part that fails is reported, the rest still run):
+Runs, each in its own process with a time limit, most wanted first (a part that fails is reported,
+the rest still run; parts that would start after ``--budget-s`` are skipped):
 
 1. ``tools/benchmark_criterion.py`` at the two target scales (COCO dense, S3DIS points): Hungarian,
-   the default Influencer criterion eager, under ``torch.compile`` and as a CUDA graph;
-2. ``tools/iteration_cost.py``: a whole training iteration of the R50 COCO model at 1024 px
-   (needs detectron2);
-3. ``tools/train_net.py`` for ``--train-iters`` iterations of ``configs/synthetic/{hungarian,
-   influencer}.py`` (needs detectron2; the synthetic data is generated first if missing): seconds
-   per training iteration from detectron2's ``metrics.json``.
+   the Influencer criteria eager and the default one as a CUDA graph, with CUDA's count of syncs;
+2. ``tools/iteration_cost.py`` on the synthetic configs, plain and hybrid (8 x 128 px), and
+3. on the R50 COCO configs at 1024 px (both need detectron2);
+4. the criterion benchmark again with the default criterion under ``torch.compile``;
+5. ``tools/train_net.py`` for ``--train-iters`` iterations of ``configs/synthetic/{hungarian,
+   influencer}.py`` (the synthetic data is generated first if missing): seconds per iteration from
+   detectron2's ``metrics.json``, data loading included.
 
 Writes ``report.json`` (every part's output and the machine) and ``report.md`` (the tables) into
-``--out``; refuses to overwrite an existing report without ``--force``. ``--quick`` runs tiny sizes
-(a smoke test of the script itself, on any device).
+``--out`` after every part; refuses to overwrite an existing report without ``--force``.
+``--quick`` runs tiny sizes (a smoke test of the script itself, on any device).
 """
 from __future__ import annotations
 
@@ -68,39 +71,89 @@ def seconds_per_iteration(metrics_path: Path, skip: int) -> Optional[float]:
 
 
 def markdown(report: Dict) -> str:
-    lines = [f"# GPU report ({report['machine'].get('date', '')}, commit {report['machine'].get('commit', '')})", "",
-             f"Device: {report['machine'].get('gpu', report['device'])}", ""]
-    bench = report["parts"].get("criterion", {}).get("records")
-    if bench:
-        lines += ["## Criterion forward + backward", "",
-                  "| config | criterion | ms | time / hungarian | ops / syncs |", "|---|---|---|---|---|"]
-        for record in bench:
+    machine = report["machine"]
+    lines = [f"# GPU report ({machine.get('date', '')}, commit {machine.get('commit', '')})", "",
+             f"Device: {machine.get('gpu', report['device'])}", ""]
+    for part_name, title in (("criterion", "Criterion forward + backward"),
+                             ("criterion_compiled", "Criterion forward + backward, with torch.compile")):
+        records = report["parts"].get(part_name, {}).get("records")
+        if not records:
+            continue
+        lines += [f"## {title}", "", "| config | criterion | ms | time / hungarian | ops / syncs (CUDA syncs) |",
+                  "|---|---|---|---|---|"]
+        for record in records:
             if record.get("skipped"):
                 continue
             cfg = record["config"]
             label = f"{cfg['form']} Q={cfg['queries']} K={cfg['instances']} P={cfg['points']} L={cfg['layers']}"
             for name, res in record["results"].items():
-                ops = f"{res['ops']} / {res['syncs']}" if "ops" in res else "graph replay"
-                lines.append(f"| {label} ({record['device']}) | {name} | {res['ms']:.1f} | "
-                             f"{res['time_ratio_vs_hungarian']:.2f}x | {ops} |")
+                if "failed" in res:
+                    lines.append(f"| {label} | {name} | failed: {res['failed'][:200]} | | |")
+                    continue
+                ops = f"{res['ops']} / {res['syncs']}" if "ops" in res else "(one compiled / captured call)"
+                if "cuda_syncs" in res:
+                    ops += f" ({res['cuda_syncs']})"
+                lines.append(f"| {label} | {name} | {res['ms']:.2f} | {res['time_ratio_vs_hungarian']:.2f}x | {ops} |")
         lines.append("")
-    iteration = report["parts"].get("iteration_cost", {}).get("results")
-    if iteration:
-        lines += ["## R50 COCO training iteration", "", "| config | iteration s | criterion s | criterion share |",
-                  "|---|---|---|---|"]
-        for name, res in iteration.items():
-            lines.append(f"| {name} | {res['total']:.3f} | {res['criterion']:.3f} | {100 * res['criterion_share']:.1f}% |")
+    for part_name, title in (("iteration_synthetic", "Synthetic training iteration"),
+                             ("iteration_coco", "R50 COCO training iteration")):
+        part = report["parts"].get(part_name, {})
+        results = part.get("results")
+        if not results:
+            continue
+        lines += [f"## {title} ({part.get('batch')} x {part.get('size')} px)", "", "| config | iteration ms | criterion ms | criterion share | criterion ops |",
+                  "|---|---|---|---|---|"]
+        for name, res in results.items():
+            lines.append(f"| {name} | {1e3 * res['total']:.1f} | {1e3 * res['criterion']:.1f} | "
+                         f"{100 * res['criterion_share']:.1f}% | {res.get('criterion_ops', '')} |")
         lines.append("")
-    training = report["parts"].get("training", {})
-    if training.get("seconds_per_iteration"):
-        lines += ["## Synthetic training (tools/train_net.py)", "", "| config | s / iteration |", "|---|---|"]
-        for name, value in training["seconds_per_iteration"].items():
-            lines.append(f"| {name} | {value:.3f} |" if value is not None else f"| {name} | n/a |")
+    training = {name[len("train_"):]: part["seconds_per_iteration"] for name, part in report["parts"].items()
+                if name.startswith("train_") and "seconds_per_iteration" in part}
+    if training:
+        lines += ["## Synthetic training (tools/train_net.py, data loading included)", "", "| config | s / iteration |",
+                  "|---|---|"]
+        lines += [f"| {name} | {value:.4f} |" if value is not None else f"| {name} | n/a |"
+                  for name, value in training.items()]
         lines.append("")
     for name, part in report["parts"].items():
         if part.get("status") not in (0, None):
-            lines.append(f"- {name}: exit {part['status']} (see report.json)")
+            lines.append(f"- {name}: {part['status']} (see report.json)")
     return "\n".join(lines) + "\n"
+
+
+SYNTHETIC = [f"configs/synthetic/{name}.py" for name in ("hungarian", "influencer", "hungarian_hybrid", "influencer_hybrid")]
+COCO = [f"configs/coco/{name}.py" for name in ("hungarian", "influencer", "hungarian_hybrid", "influencer_hybrid")]
+
+
+def plan_parts(python: str, device: str, scratch: Path, quick: bool, train_iters: int) -> List[Dict]:
+    """The parts in the order they run (most wanted first), each with its own time limit."""
+    tiny = ["--queries", "12", "--instances", "3", "--points", "256", "--layers", "2", "--image-size", "64"]
+    bench = [python, "tools/benchmark_criterion.py", "--device", device]
+    bench += tiny + ["--repeats", "1"] if quick else ["--repeats", "15"]
+    cost = [python, "tools/iteration_cost.py", "--device", device]
+    parts = [
+        dict(name="criterion", timeout=240, json=scratch / "criterion.json",
+             command=bench + (["--cuda-graph"] if device == "cuda" else [])),
+        dict(name="iteration_synthetic", timeout=240, json=scratch / "iteration_synthetic.json", detectron2=True,
+             command=cost + ["--config-files", *SYNTHETIC, "--size", "128", "--batch", "8"]
+             + (["--iters", "1"] if quick else ["--iters", "20", "--warmup", "3"])),
+        dict(name="iteration_coco", timeout=300, json=scratch / "iteration_coco.json", detectron2=True,
+             command=cost + (["--config-files", *COCO[:2], "--size", "128", "--iters", "1"] if quick else
+                             ["--config-files", *COCO, "--size", "1024", "--batch", "2", "--iters", "10",
+                              "--warmup", "2"])),
+        dict(name="criterion_compiled", timeout=420, json=scratch / "criterion_compiled.json", command=bench + ["--compile"]),
+    ]
+    for config in SYNTHETIC[:2]:
+        name = Path(config).stem
+        parts.append(dict(name=f"train_{name}", timeout=300, detectron2=True, metrics=scratch / f"train_{name}" / "metrics.json",
+                          command=[python, "tools/train_net.py", "--config-file", config,
+                                   f"train.output_dir={scratch / f'train_{name}'}",
+                                   f"train.max_iter={4 if quick else train_iters}", "train.eval_period=0",
+                                   "train.checkpointer.period=100000", "train.log_period=20"]))
+    for part in parts:
+        if "json" in part:
+            part["command"] += ["--json", str(part["json"])]
+    return parts
 
 
 def main(argv: Optional[List[str]] = None) -> Dict:
@@ -108,7 +161,9 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="folder for report.json and report.md")
     parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
-    parser.add_argument("--train-iters", type=int, default=300)
+    parser.add_argument("--train-iters", type=int, default=200)
+    parser.add_argument("--budget-s", type=float, default=1800.0,
+                        help="stop starting parts when this much time has passed; each part's limit is cut to fit")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of this script")
     parser.add_argument("--force", action="store_true", help="overwrite an existing report in --out")
     args = parser.parse_args(argv)
@@ -118,40 +173,31 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     if (args.out / "report.json").exists() and not args.force:
         parser.error(f"{args.out / 'report.json'} exists; pass --force to overwrite it or choose another --out")
     args.out.mkdir(parents=True, exist_ok=True)
-    python = sys.executable
-    parts: Dict[str, Dict] = {}
+    deadline = time.time() + args.budget_s
+    has_detectron2 = detectron2_available()
+    report = {"device": device, "machine": machine_info([torch.device(device)]), "quick": args.quick,
+              "budget_s": args.budget_s, "parts": {}}
     with tempfile.TemporaryDirectory() as scratch:
-        scratch = Path(scratch)
-        bench = [python, "tools/benchmark_criterion.py", "--device", device, "--json", str(scratch / "criterion.json"),
-                 "--compile"] + (["--cuda-graph"] if device == "cuda" else [])
-        bench += (["--queries", "12", "--instances", "3", "--points", "256", "--layers", "2", "--image-size", "64",
-                   "--repeats", "1"] if args.quick else ["--repeats", "15"])
-        parts["criterion"] = run_part("criterion", bench, timeout=900)
-        if (scratch / "criterion.json").is_file():
-            parts["criterion"]["records"] = json.loads((scratch / "criterion.json").read_text())["records"]
-        if not detectron2_available():
-            parts["iteration_cost"] = parts["training"] = {"status": "skipped: detectron2 is not importable"}
-        else:
-            cost = [python, "tools/iteration_cost.py", "--device", device, "--json", str(scratch / "iteration.json")]
-            cost += ["--size", "128", "--iters", "1"] if args.quick else ["--size", "1024", "--batch", "2", "--iters", "10"]
-            parts["iteration_cost"] = run_part("iteration_cost", cost, timeout=600)
-            if (scratch / "iteration.json").is_file():
-                parts["iteration_cost"]["results"] = json.loads((scratch / "iteration.json").read_text())["results"]
-            iters = 4 if args.quick else args.train_iters
-            training: Dict = {"seconds_per_iteration": {}, "runs": {}}
-            for name in ("hungarian", "influencer"):
-                out = scratch / f"train_{name}"
-                command = [python, "tools/train_net.py", "--config-file", f"configs/synthetic/{name}.py",
-                           f"train.output_dir={out}", f"train.max_iter={iters}", "train.eval_period=0",
-                           "train.checkpointer.period=100000", "train.log_period=20"]
-                training["runs"][name] = run_part(f"train {name}", command, timeout=600)
-                training["seconds_per_iteration"][name] = seconds_per_iteration(out / "metrics.json",
-                                                                                skip=0 if args.quick else 50)
-            parts["training"] = training
-    report = {"device": device, "machine": machine_info([torch.device(device)]), "quick": args.quick, "parts": parts}
-    write_json(args.out / "report.json", report)
+        for part in plan_parts(sys.executable, device, Path(scratch), args.quick, args.train_iters):
+            left = deadline - time.time()
+            if part.get("detectron2") and not has_detectron2:
+                result = {"status": "skipped: detectron2 is not importable"}
+            elif left < 30:
+                result = {"status": f"skipped: {left:.0f} s of the budget left"}
+            else:
+                result = run_part(part["name"], part["command"], timeout=min(part["timeout"], left - 10))
+                if part.get("json") and part["json"].is_file():  # written as it goes: a stopped part keeps its rows
+                    measured = json.loads(part["json"].read_text())
+                    if "records" in measured:
+                        result["records"] = measured["records"]
+                    else:
+                        result.update({key: measured.get(key) for key in ("results", "batch", "size")})
+                if part.get("metrics"):
+                    result["seconds_per_iteration"] = seconds_per_iteration(part["metrics"], skip=0 if args.quick else 50)
+            report["parts"][part["name"]] = result
+            write_json(args.out / "report.json", report)  # after every part: a stopped run keeps what it measured
+            write_text_atomic(args.out / "report.md", markdown(report))
     text = markdown(report)
-    write_text_atomic(args.out / "report.md", text)
     print(text)
     return report
 

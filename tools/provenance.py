@@ -12,7 +12,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def git_commit() -> Optional[str]:
-    """Short HEAD commit, with ``+dirty`` when tracked files are modified; None outside git."""
+    """Short HEAD commit, with ``+dirty`` when tracked files are modified. Outside git (a copy of
+    the tree on another machine) the ``INFLUENCERFORMER_COMMIT`` environment variable, else None."""
+    if not (REPO_ROOT / ".git").exists():
+        return os.environ.get("INFLUENCERFORMER_COMMIT")
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                               text=True, timeout=10)

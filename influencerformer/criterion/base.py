@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from influencerformer.targets import PaddedTargets, check_target_values, pad_targets
+from influencerformer.targets import PaddedTargets, check_target_values, pad_targets, prefix_mask
 from influencerformer.utils import float32_no_autocast
 
 # value checks (label range, mask values) read device memory: they run in a criterion's first calls
@@ -94,9 +94,7 @@ def stack_queries(per_layer: Sequence[Sequence[Tensor]]) -> Tuple[Tensor, Tensor
     for l, tensors in enumerate(per_layer):
         for b, t in enumerate(tensors):
             stacked[(b, l) + tuple(slice(0, n) for n in t.shape)] = t
-    device = stacked.device
-    counts = torch.tensor([t.shape[0] for t in first], device=device)
-    return stacked, torch.arange(sizes[0], device=device)[None, :] < counts[:, None]
+    return stacked, prefix_mask([t.shape[0] for t in first], sizes[0], stacked.device)
 
 
 def assignment_cross_entropy(logits: Tensor, assignment: Tensor, labels: Tensor, class_weight: Tensor,

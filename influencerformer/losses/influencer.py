@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from influencerformer.losses.mask import pair_mask_costs, point_statistics
 from influencerformer import matching  # a module reference: matching imports losses.mask
-from influencerformer.targets import pad_targets
+from influencerformer.targets import pad_targets, prefix_mask
 from influencerformer.utils import float32_no_autocast
 
 FORMULATIONS = ("original", "exclusive")
@@ -308,8 +308,7 @@ def pad_problems(mask_logits: Sequence[Tensor]) -> Tuple[Tensor, Tensor]:
     q_max = max(z.shape[0] for z in mask_logits)
     p_max = max(z.shape[1] for z in mask_logits)
     logits = torch.stack([F.pad(z, (0, p_max - z.shape[1], 0, q_max - z.shape[0])) for z in mask_logits])
-    query_valid = torch.arange(q_max, device=logits.device)[None, :] < torch.tensor(
-        [z.shape[0] for z in mask_logits], device=logits.device)[:, None]
+    query_valid = prefix_mask([z.shape[0] for z in mask_logits], q_max, logits.device)
     return logits[:, None], query_valid
 
 

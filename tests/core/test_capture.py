@@ -69,3 +69,22 @@ def test_compiles_with_fullgraph_and_matches_eager(form):
     assert compiled_value.item() == pytest.approx(eager_value.item(), rel=1e-5)
     for a, b in zip(eager_grads, compiled_grads):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("form", ["dense", "point"])
+def test_a_step_builds_no_tensor_from_host_data(form, monkeypatch):
+    """``torch.tensor(python_list, device="cuda")`` is a host-to-device copy: a host sync on a GPU,
+    and illegal inside CUDA-graph capture. A CPU profile does not show it, so the step (padding
+    the targets included) runs here with the host-data constructors disabled."""
+    cfg = Config(form, 12, 4, 300, 3, 2, 64)
+    outputs, targets = make_inputs(cfg, torch.device("cpu"))
+    crit = InfluencerCriterion(NUM_CLASSES, WEIGHTS, num_points=300)
+    crit._value_checks_left = 0
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a tensor built from host data inside a training step")
+
+    monkeypatch.setattr(torch, "tensor", refuse)
+    monkeypatch.setattr(torch, "as_tensor", refuse)
+    grads = weighted_backward(crit, outputs, targets, leaves(outputs))
+    assert all(g is None or torch.isfinite(g).all() for g in grads)

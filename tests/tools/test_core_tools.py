@@ -55,17 +55,20 @@ def test_dispatched_op_count_sees_each_operator_once():
 
 
 def test_gpu_report_runs_end_to_end_and_never_overwrites(tmp_path, capsys):
-    """--quick on the CPU: the criterion part runs (compiled too), the detectron2 parts run or say
-    why not, and both files are written; a second run into the same folder refuses."""
+    """--quick on the CPU: the criterion parts run (eager, then compiled), the detectron2 parts run
+    or say why not, and both files are written; a second run into the same folder refuses."""
     import pytest
 
     from tools import gpu_report
     report = gpu_report.main(["--out", str(tmp_path), "--quick", "--device", "cpu", "--train-iters", "2"])
-    criterion = report["parts"]["criterion"]
+    criterion, compiled = report["parts"]["criterion"], report["parts"]["criterion_compiled"]
     assert criterion["status"] == 0, criterion["output_tail"]
+    assert compiled["status"] == 0, compiled["output_tail"]
     (record,) = criterion["records"]
-    assert {"hungarian", "influencer", "influencer_compiled"} <= set(record["results"])
+    assert set(record["results"]) == {"hungarian", "influencer", "influencer_original"}
     assert record["results"]["influencer"]["syncs"] == 0
+    (record,) = compiled["records"]
+    assert "ms" in record["results"]["influencer_compiled"]
     saved = json.loads((tmp_path / "report.json").read_text())
     assert saved["parts"]["criterion"]["records"] == criterion["records"]
     text = (tmp_path / "report.md").read_text()
@@ -73,3 +76,10 @@ def test_gpu_report_runs_end_to_end_and_never_overwrites(tmp_path, capsys):
     with pytest.raises(SystemExit):
         gpu_report.main(["--out", str(tmp_path), "--quick", "--device", "cpu"])
     assert "exists" in capsys.readouterr().err
+
+
+def test_gpu_report_starts_no_part_past_its_budget(tmp_path):
+    from tools import gpu_report
+    report = gpu_report.main(["--out", str(tmp_path), "--quick", "--device", "cpu", "--budget-s", "0"])
+    assert report["parts"] and all(str(part["status"]).startswith("skipped") for part in report["parts"].values())
+    assert json.loads((tmp_path / "report.json").read_text())["parts"].keys() == report["parts"].keys()
