@@ -17,6 +17,7 @@
 * ``--criterion-benchmark``: JSONs of tools/benchmark_criterion.py (the criterion alone, per device).
 * ``--iteration-cost``: JSONs of tools/iteration_cost.py, one table each (repeated measurements
   show the machine's spread).
+* ``--gpu-report``: ``report.json`` files of tools/gpu_report.py (criterion and iterations on a GPU).
 * ``--mask-quality``: JSONs of research/mask_quality.py (IoU / recall / precision per instance size).
 * ``--small-model``: JSON files of research/small_query_model.py (one row per criterion and variant).
 """
@@ -254,6 +255,24 @@ def criterion_benchmark_section(paths: List[Path]) -> List[str]:
     return lines + [""]
 
 
+def gpu_report_section(paths: List[Path]) -> List[str]:
+    """Each tools/gpu_report.py report (its tables as the tool writes them), with its provenance note."""
+    from tools.gpu_report import markdown
+
+    lines = []
+    for path in paths:
+        report = json.loads(path.read_text())
+        body = markdown(report).splitlines()
+        m = report["machine"]
+        lines += [f"### On a GPU: {m.get('gpu', report['device'])}, {m.get('date', '?')[:10]} ({path})", ""]
+        provenance = path.parent / "PROVENANCE.md"
+        if provenance.is_file():
+            lines += [f"How it was run, and what each number is: [{provenance}]({provenance.relative_to('docs')})"
+                      if provenance.parts[0] == "docs" else f"How it was run: {provenance}", ""]
+        lines += [line.replace("## ", "#### ", 1) if line.startswith("## ") else line for line in body[1:]]
+    return lines + [""]
+
+
 def iteration_cost_section(paths: List[Path]) -> List[str]:
     """A summary row per measurement, then one table each: repeated runs on a shared machine show its spread."""
     lines = ["### A whole training iteration", ""]
@@ -373,6 +392,7 @@ def main(argv=None) -> str:
     parser.add_argument("--criterion-benchmark", type=Path, nargs="*", default=[],
                         help="tools/benchmark_criterion.py JSONs")
     parser.add_argument("--iteration-cost", type=Path, nargs="*", default=[], help="tools/iteration_cost.py JSONs")
+    parser.add_argument("--gpu-report", type=Path, nargs="*", default=[], help="tools/gpu_report.py report.json files")
     parser.add_argument("--mask-quality", type=Path, nargs="*", default=[], help="research/mask_quality.py JSONs")
     parser.add_argument("--small-model", type=Path, nargs="*", default=[], help="research/small_query_model.py JSONs")
     parser.add_argument("--output", type=Path, default=Path("docs/results.md"))
@@ -380,7 +400,7 @@ def main(argv=None) -> str:
                         help="the ablation page (every arm of --ab, --screen); default: ablations.md next to --output")
     args = parser.parse_args(argv)
     for path in [args.ab, *args.fine_eval, args.screen, *args.criterion_benchmark, *args.iteration_cost,
-                 *args.mask_quality, *args.small_model]:
+                 *args.gpu_report, *args.mask_quality, *args.small_model]:
         if path is not None and not path.exists():
             parser.error(f"{path} does not exist")
     ablations = args.ablations or args.output.parent / "ablations.md"
@@ -398,8 +418,10 @@ def main(argv=None) -> str:
         lines += lead_section(args.ab, page_dir, figures / "ab", parse_focus(args.focus), str(ablation_link))
     if args.fine_eval:
         lines += fine_eval_section(args.fine_eval, page_dir, figures / "fine_eval")
-    if args.criterion_benchmark or args.iteration_cost:
+    if args.criterion_benchmark or args.iteration_cost or args.gpu_report:
         lines += ["## Criterion cost", ""]
+    if args.gpu_report:
+        lines += gpu_report_section(args.gpu_report)
     if args.criterion_benchmark:
         lines += criterion_benchmark_section(args.criterion_benchmark)
     if args.iteration_cost:

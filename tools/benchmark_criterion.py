@@ -166,14 +166,15 @@ def count_dispatched_ops(fn) -> int:
                and not any(child.name.startswith("aten::") for child in event.cpu_children))
 
 
-def count_ops_and_syncs(fn) -> Dict[str, int]:
-    """``{"ops": computing operators, "syncs": host-synchronising operators}`` of one ``fn()``."""
+def count_ops_and_syncs(fn) -> Dict:
+    """``{"ops": computing operators, "syncs": host-synchronising operators, "sync_ops": their names}``
+    of one ``fn()``."""
     events = _profile(fn)
     ops = sum(1 for event in events if event.name.startswith("aten::") and event.name not in NO_KERNEL_OPS
               and not any(child.name.startswith("aten::") for child in event.cpu_children))
-    syncs = sum(1 for event in events if event.name in SYNC_OPS  # once per read, not per nested operator
-                and not any(child.name in SYNC_OPS for child in event.cpu_children))
-    return {"ops": ops, "syncs": syncs}
+    reads = [event.name for event in events if event.name in SYNC_OPS  # once per read, not per nested operator
+             and not any(child.name in SYNC_OPS for child in event.cpu_children)]
+    return {"ops": ops, "syncs": len(reads), "sync_ops": sorted(set(reads))}
 
 
 def count_cuda_syncs(fn) -> int:

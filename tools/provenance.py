@@ -12,10 +12,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def git_commit() -> Optional[str]:
-    """Short HEAD commit, with ``+dirty`` when tracked files are modified. Outside git (a copy of
-    the tree on another machine) the ``INFLUENCERFORMER_COMMIT`` environment variable, else None."""
+    """Short HEAD commit, with ``+dirty`` when tracked files are modified; None outside git. The
+    ``INFLUENCERFORMER_COMMIT`` environment variable overrides it (a copy of the tree measured on
+    another machine, whose git metadata, if any, is not the commit's)."""
+    if os.environ.get("INFLUENCERFORMER_COMMIT"):
+        return os.environ["INFLUENCERFORMER_COMMIT"]
     if not (REPO_ROOT / ".git").exists():
-        return os.environ.get("INFLUENCERFORMER_COMMIT")
+        return None
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                               text=True, timeout=10)

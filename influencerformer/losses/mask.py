@@ -73,7 +73,7 @@ class _PointStatistics(torch.autograd.Function):
         sizes = ctx.group_sizes
         starts = [sum(sizes[:g]) for g in range(len(sizes))]
 
-        def through_rows(group_grads) -> Optional[Tensor]:  # (B, R_used, M) grads -> (B, M, P)
+        def used_rows(group_grads) -> Optional[Tuple[Tensor, Tensor]]:  # -> (B, M, R_used) grads, (B, R_used, P) rows
             used = [g for g, grad in enumerate(group_grads) if grad is not None and sizes[g] > 0]
             if not used:
                 return None
@@ -82,18 +82,32 @@ class _PointStatistics(torch.autograd.Function):
             else:
                 weights = torch.cat([rows[..., starts[g]:starts[g] + sizes[g], :] for g in used], dim=-2)
             grad = torch.cat([group_grads[g] for g in used], dim=-2) if len(used) > 1 else group_grads[used[0]]
-            return grad.transpose(-1, -2) @ weights
+            return grad.transpose(-1, -2), weights
 
+        def accumulate(out: Optional[Tensor], pair: Tuple[Tensor, Tensor]) -> Tensor:
+            grad, weights = pair
+            if out is None:
+                return grad @ weights
+            if out.dim() == 3 and grad.shape[0] == weights.shape[0] == out.shape[0]:
+                return out.baddbmm_(grad, weights)  # the product added in the GEMM: no (B, M, P) temporary
+            return out.add_(grad @ weights)
+
+        # dz = W_lin^T g_lin + s * (W_sp^T g_sp + (1 - s) * W_sig^T g_sig), since d softplus(z) = s and
+        # ds = s (1 - s): each (B, M, P) pass in place, the products accumulated into one buffer.
         n = len(sizes)
-        softplus_grad, linear_grad, sigmoid_grad = (through_rows(grads[i:i + n]) if i < len(grads) else None
+        softplus_part, linear_part, sigmoid_part = (used_rows(grads[i:i + n]) if i < len(grads) else None
                                                     for i in range(0, 3 * n, n))
-        grad = linear_grad
-        if softplus_grad is not None:  # d softplus(z) / dz = s
-            grad = probs * softplus_grad if grad is None else grad.addcmul_(probs, softplus_grad)
-        if sigmoid_grad is not None:  # ds / dz = s (1 - s)
-            sigmoid_grad = sigmoid_grad.mul_(probs).mul_(1.0 - probs)
-            grad = sigmoid_grad if grad is None else grad.add_(sigmoid_grad)
-        return grad, None, None, None
+        out = None
+        if sigmoid_part is not None:
+            out = accumulate(None, sigmoid_part)
+            out.addcmul_(out, probs, value=-1.0)  # (1 - s) *
+        if softplus_part is not None:
+            out = accumulate(out, softplus_part)
+        if out is not None:
+            out.mul_(probs)
+        if linear_part is not None:
+            out = accumulate(out, linear_part)
+        return out, None, None, None
 
 
 def point_statistics(logits: Tensor, rows: Tensor, group_sizes: Sequence[int],

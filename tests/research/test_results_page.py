@@ -132,3 +132,30 @@ def test_focus_on_an_arm_the_runs_lack_names_it(tmp_path):
     write_run(ab / "hungarian_seed0", "hungarian", 0, [(99, 10)], 0.5)
     with pytest.raises(SystemExit, match="nope"):
         results_page.main(["--ab", str(ab), "--focus", "nope", "--output", str(tmp_path / "r.md")])
+
+
+def test_gpu_report_section(tmp_path):
+    """A tools/gpu_report.py report goes on the page as the tool's own tables, with its provenance note."""
+    config = dict(form="dense", queries=100, instances=50, points=12544, layers=10, batch=2, image_size=1024)
+    results = {"hungarian": {"ms": 50.0, "time_ratio_vs_hungarian": 1.0, "ops": 1866, "syncs": 22, "cuda_syncs": 121},
+               "influencer": {"ms": 10.0, "time_ratio_vs_hungarian": 0.2, "ops": 383, "syncs": 0, "cuda_syncs": 0},
+               "influencer_graph": {"ms": 8.0, "time_ratio_vs_hungarian": 0.16},
+               "influencer_compiled": {"failed": "RuntimeError: no triton"}}
+    iteration = {"influencer": {"total": 0.2, "criterion": 0.01, "criterion_share": 0.05, "criterion_ops": 384}}
+    report = {"device": "cuda", "machine": {"date": "2026-12-04T18:35:30", "commit": "61df490", "gpu": "NVIDIA H200"},
+              "parts": {"criterion": {"status": 0, "records": [{"device": "cuda", "config": config,
+                                                                  "results": results}]},
+                        "iteration_coco": {"status": 0, "results": iteration, "batch": 2, "size": 1024},
+                        "train_hungarian": {"status": "timeout"}}}
+    folder = tmp_path / "gpu"
+    folder.mkdir()
+    (folder / "report.json").write_text(json.dumps(report))
+    (folder / "PROVENANCE.md").write_text("how")
+    page = results_page.main(["--gpu-report", str(folder / "report.json"), "--output", str(tmp_path / "results.md")])
+    assert page.index("## Criterion cost") < page.index("### On a GPU: NVIDIA H200, 2026-12-04")
+    assert "#### Criterion forward + backward" in page and "#### R50 COCO training iteration (2 x 1024 px)" in page
+    assert "| dense Q=100 K=50 P=12544 L=10 | influencer | 10.00 | 0.20x | 383 / 0 (0) |" in page
+    assert "| dense Q=100 K=50 P=12544 L=10 | hungarian | 50.00 | 1.00x | 1866 / 22 (121) |" in page
+    assert "influencer_compiled | failed: RuntimeError: no triton" in page
+    assert "| influencer | 200.0 | 10.0 | 5.0% | 384 |" in page
+    assert "- train_hungarian: timeout" in page and f"How it was run: {folder / 'PROVENANCE.md'}" in page
