@@ -269,7 +269,8 @@ def gpu_report_section(paths: List[Path]) -> List[str]:
         if provenance.is_file():
             lines += [f"How it was run, and what each number is: [{provenance}]({provenance.relative_to('docs')})"
                       if provenance.parts[0] == "docs" else f"How it was run: {provenance}", ""]
-        lines += [line.replace("## ", "#### ", 1) if line.startswith("## ") else line for line in body[1:]]
+        lines += [line.replace("## ", "#### ", 1) if line.startswith("## ") else line for line in body[1:]
+                  if not line.startswith("Device:")]  # the heading names it
     return lines + [""]
 
 
