@@ -380,6 +380,14 @@ def configs_for(args) -> List[Config]:
     return cfgs
 
 
+def operators_cell(result: Dict) -> str:
+    """``ops / syncs`` of one criterion's result, with CUDA's own sync count where measured."""
+    if "ops" not in result:
+        return "(one compiled / captured call)"
+    cuda = f" ({result['cuda_syncs']} CUDA)" if "cuda_syncs" in result else ""
+    return f"{result['ops']} / {result['syncs']}{cuda}"
+
+
 def format_rows(device: str, cfg: Config, res: Dict[str, dict]) -> List[str]:
     h = res["hungarian"]
     share = f"{100 * h['matcher_ms'] / h['ms']:.0f}%" if h["matcher_ms"] is not None else "n/a"
@@ -388,9 +396,7 @@ def format_rows(device: str, cfg: Config, res: Dict[str, dict]) -> List[str]:
         if "failed" in r:
             rows.append(f"| {device} | {cfg.label()} | {name} | failed: {r['failed'][:120]} | | | | |")
             continue
-        ops = f"{r['ops']} / {r['syncs']}" if "ops" in r else "(graph)"
-        if "cuda_syncs" in r:
-            ops += f" ({r['cuda_syncs']} CUDA)"
+        ops = operators_cell(r)
         mem = f"{r['peak_mib']:.0f}" if r["peak_mib"] is not None else "n/a"
         extra = f"matcher {h['matcher_ms']:.1f} ms ({share})" if name == "hungarian" else ""
         rows.append(f"| {device} | {cfg.label()} | {name} | {r['ms']:.1f} | {r['time_ratio_vs_hungarian']:.2f}x | "

@@ -36,6 +36,7 @@ from typing import Dict, List, Optional
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tools.benchmark_criterion import operators_cell  # noqa: E402
 from tools.provenance import machine_info, write_json, write_text_atomic  # noqa: E402
 
 
@@ -79,7 +80,7 @@ def markdown(report: Dict) -> str:
         records = report["parts"].get(part_name, {}).get("records")
         if not records:
             continue
-        lines += [f"## {title}", "", "| config | criterion | ms | time / hungarian | ops / syncs (CUDA syncs) |",
+        lines += [f"## {title}", "", "| config | criterion | ms | time / hungarian | ops / syncs |",
                   "|---|---|---|---|---|"]
         for record in records:
             if record.get("skipped"):
@@ -90,10 +91,8 @@ def markdown(report: Dict) -> str:
                 if "failed" in res:
                     lines.append(f"| {label} | {name} | failed: {res['failed'][:200]} | | |")
                     continue
-                ops = f"{res['ops']} / {res['syncs']}" if "ops" in res else "(one compiled / captured call)"
-                if "cuda_syncs" in res:
-                    ops += f" ({res['cuda_syncs']})"
-                lines.append(f"| {label} | {name} | {res['ms']:.2f} | {res['time_ratio_vs_hungarian']:.2f}x | {ops} |")
+                lines.append(f"| {label} | {name} | {res['ms']:.2f} | {res['time_ratio_vs_hungarian']:.2f}x | "
+                             f"{operators_cell(res)} |")
         lines.append("")
     for part_name, title in (("iteration_synthetic", "Synthetic training iteration"),
                              ("iteration_coco", "R50 COCO training iteration")):

@@ -154,8 +154,8 @@ def test_gpu_report_section(tmp_path):
     page = results_page.main(["--gpu-report", str(folder / "report.json"), "--output", str(tmp_path / "results.md")])
     assert page.index("## Criterion cost") < page.index("### On a GPU: NVIDIA H200, 2026-12-04")
     assert "#### Criterion forward + backward" in page and "#### R50 COCO training iteration (2 x 1024 px)" in page
-    assert "| dense Q=100 K=50 P=12544 L=10 | influencer | 10.00 | 0.20x | 383 / 0 (0) |" in page
-    assert "| dense Q=100 K=50 P=12544 L=10 | hungarian | 50.00 | 1.00x | 1866 / 22 (121) |" in page
+    assert "| dense Q=100 K=50 P=12544 L=10 | influencer | 10.00 | 0.20x | 383 / 0 (0 CUDA) |" in page
+    assert "| dense Q=100 K=50 P=12544 L=10 | hungarian | 50.00 | 1.00x | 1866 / 22 (121 CUDA) |" in page
     assert "influencer_compiled | failed: RuntimeError: no triton" in page
     assert "| influencer | 200.0 | 10.0 | 5.0% | 384 |" in page
     assert "- train_hungarian: timeout" in page and f"How it was run: {folder / 'PROVENANCE.md'}" in page
