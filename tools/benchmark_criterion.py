@@ -276,8 +276,7 @@ def graph_step(crit, outputs, targets, params, point_form: bool):
     """The default criterion's forward + backward captured once as a CUDA graph; each step pads the
     targets into the graph's static buffers and replays it."""
     shapes = [tuple(m.shape) for m in outputs["pred_masks"]] if point_form else None
-    static = pad_targets(targets, point_form, shapes)
-    crit._value_checks_left = 0  # the first calls' value checks read back: not capturable
+    static = pad_targets(targets, point_form, shapes)  # the criterion's value checks are off (measure)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):  # warm-up off the capture stream (lazy initialisation, workspaces)

@@ -100,8 +100,8 @@ def markdown(report: Dict) -> str:
         results = part.get("results")
         if not results:
             continue
-        lines += [f"## {title} ({part.get('batch')} x {part.get('size')} px)", "", "| config | iteration ms | criterion ms | criterion share | criterion ops |",
-                  "|---|---|---|---|---|"]
+        lines += [f"## {title} ({part.get('batch')} x {part.get('size')} px)", "",
+                  "| config | iteration ms | criterion ms | criterion share | criterion ops |", "|---|---|---|---|---|"]
         for name, res in results.items():
             lines.append(f"| {name} | {1e3 * res['total']:.1f} | {1e3 * res['criterion']:.1f} | "
                          f"{100 * res['criterion_share']:.1f}% | {res.get('criterion_ops', '')} |")
@@ -109,8 +109,8 @@ def markdown(report: Dict) -> str:
     training = {name[len("train_"):]: part["seconds_per_iteration"] for name, part in report["parts"].items()
                 if name.startswith("train_") and "seconds_per_iteration" in part}
     if training:
-        lines += ["## Synthetic training (tools/train_net.py, data loading included)", "", "| config | s / iteration |",
-                  "|---|---|"]
+        lines += ["## Synthetic training (tools/train_net.py, data loading included)", "",
+                  "| config | s / iteration |", "|---|---|"]
         lines += [f"| {name} | {value:.4f} |" if value is not None else f"| {name} | n/a |"
                   for name, value in training.items()]
         lines.append("")
@@ -120,8 +120,9 @@ def markdown(report: Dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-SYNTHETIC = [f"configs/synthetic/{name}.py" for name in ("hungarian", "influencer", "hungarian_hybrid", "influencer_hybrid")]
-COCO = [f"configs/coco/{name}.py" for name in ("hungarian", "influencer", "hungarian_hybrid", "influencer_hybrid")]
+ARMS = ("hungarian", "influencer", "hungarian_hybrid", "influencer_hybrid")
+SYNTHETIC = [f"configs/synthetic/{name}.py" for name in ARMS]
+COCO = [f"configs/coco/{name}.py" for name in ARMS]
 
 
 def plan_parts(python: str, device: str, scratch: Path, quick: bool, train_iters: int) -> List[Dict]:
@@ -140,11 +141,13 @@ def plan_parts(python: str, device: str, scratch: Path, quick: bool, train_iters
              command=cost + (["--config-files", *COCO[:2], "--size", "128", "--iters", "1"] if quick else
                              ["--config-files", *COCO, "--size", "1024", "--batch", "2", "--iters", "10",
                               "--warmup", "2"])),
-        dict(name="criterion_compiled", timeout=420, json=scratch / "criterion_compiled.json", command=bench + ["--compile"]),
+        dict(name="criterion_compiled", timeout=420, json=scratch / "criterion_compiled.json",
+             command=bench + ["--compile"]),
     ]
     for config in SYNTHETIC[:2]:
         name = Path(config).stem
-        parts.append(dict(name=f"train_{name}", timeout=300, detectron2=True, metrics=scratch / f"train_{name}" / "metrics.json",
+        parts.append(dict(name=f"train_{name}", timeout=300, detectron2=True,
+                          metrics=scratch / f"train_{name}" / "metrics.json",
                           command=[python, "tools/train_net.py", "--config-file", config,
                                    f"train.output_dir={scratch / f'train_{name}'}",
                                    f"train.max_iter={4 if quick else train_iters}", "train.eval_period=0",
@@ -160,7 +163,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="folder for report.json and report.md")
     parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
-    parser.add_argument("--train-iters", type=int, default=200)
+    parser.add_argument("--train-iters", type=int, default=300)
     parser.add_argument("--budget-s", type=float, default=1800.0,
                         help="stop starting parts when this much time has passed; each part's limit is cut to fit")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of this script")
